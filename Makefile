@@ -1,0 +1,53 @@
+# The course's task runner. A newcomer needs two commands:
+#   make book   set everything up, run the chapters on synthetic data (CPU) and build the book
+#   make test   set everything up and run the whole test suite (what CI runs)
+# Both install into ./.venv on first use and are quick when it is already installed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup book test lint format strip bench lab run-notebooks clean help
+
+help:
+	@echo "make book | make test | make lab | make bench | make lint | make format | make clean"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build book/ -W --keep-going
+
+run-notebooks: $(STAMP)
+	$(BIN)/python -m lessons_lib.nbrun notebooks/*.ipynb --out runs/smoke
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m lessons_lib.nbtools check-stripped notebooks/*.ipynb
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/python -m lessons_lib.nbtools strip notebooks/*.ipynb
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf book/_build runs .pytest_cache

@@ -1,0 +1,98 @@
+"""Command line: ``python -m lessons_lib data synth|prepare|check`` and ``... score``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lessons_lib.data.layouts import DATASETS, SPLITS
+from lessons_lib.errors import DataError
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from lessons_lib.synth import make_dataset
+
+    out = make_dataset(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers)
+    print(f"wrote a synthetic ISIC-2017-layout dataset to {out}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from lessons_lib.data.prepare import prepare
+
+    splits = tuple(args.split) if args.split else None
+    prep = prepare(args.root, args.dataset, args.size, args.out, splits, args.workers, args.seed)
+    print(f"prepared {len(prep.manifest['entries'])} pairs at {args.size} px in {prep.path}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from lessons_lib.data.check import check_dataset
+
+    n, problems = check_dataset(args.root, args.dataset, args.split, args.workers)
+    for message in problems:
+        print(f"PROBLEM {message}")
+    print(f"checked {n} image/mask pairs: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from lessons_lib.metrics import main_score
+
+    print(main_score(Path(args.truth_dir), Path(args.pred_dir), as_json=args.json))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m lessons_lib``."""
+    top = argparse.ArgumentParser(prog="python -m lessons_lib", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="make, prepare and check datasets")
+    dsub = data.add_subparsers(dest="action", required=True)
+
+    p = dsub.add_parser("synth", help="write a synthetic dermoscopy dataset (ISIC 2017 layout)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--n", type=int, default=40, help="training images (valid/test: n//4)")
+    p.add_argument("--size", type=int, default=256, help="image width in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(run=_synth)
+
+    for name, helptext, run in (
+        ("prepare", "resize a dataset once into a cache", _prepare),
+        ("check", "validate a dataset and report every problem", _check),
+    ):
+        p = dsub.add_parser(name, help=helptext)
+        p.add_argument("--dataset", required=True, choices=DATASETS)
+        p.add_argument("--root", required=True, type=Path)
+        p.add_argument("--workers", type=int, default=2)
+        if name == "prepare":
+            p.add_argument("--size", type=int, required=True, help="shorter side in pixels")
+            p.add_argument("--out", type=Path, default=None)
+            p.add_argument("--split", choices=SPLITS, action="append")
+            p.add_argument("--seed", type=int, default=0)
+        else:
+            p.add_argument("--split", choices=SPLITS, default=None)
+        p.set_defaults(run=run)
+
+    p = sub.add_parser("score", help="score predicted masks with the ISIC challenge metrics")
+    p.add_argument("truth_dir", type=Path)
+    p.add_argument("pred_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_score)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; a :class:`DataError` is printed without a traceback."""
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Datasets: layouts as published, robust readers, seeded splits, a resize cache, checks.
+
+Public API::
+
+    find_pairs(root, dataset, split=None) -> [(image_path, mask_path), ...]
+    read_image(path), read_mask(path), read_pair(image_path, mask_path)
+    prepare(root, dataset, size) -> PreparedData
+    check_dataset(root, dataset) -> (n_pairs, [problem, ...])
+    split_pairs(pairs, valid, seed) -> (train, valid)
+"""
+
+from lessons_lib.data.check import check_dataset
+from lessons_lib.data.io import image_size, mask_from_array, read_image, read_mask, read_pair
+from lessons_lib.data.layouts import (
+    DATASETS,
+    LAYOUTS,
+    SPLITS,
+    available_splits,
+    detect_dataset,
+    find_pairs,
+    list_images,
+)
+from lessons_lib.data.prepare import PreparedData, prepare, working_size
+from lessons_lib.data.split import seeded_split, split_pairs
+
+__all__ = [
+    "DATASETS",
+    "LAYOUTS",
+    "SPLITS",
+    "PreparedData",
+    "available_splits",
+    "check_dataset",
+    "detect_dataset",
+    "find_pairs",
+    "image_size",
+    "list_images",
+    "mask_from_array",
+    "prepare",
+    "read_image",
+    "read_mask",
+    "read_pair",
+    "seeded_split",
+    "split_pairs",
+    "working_size",
+]

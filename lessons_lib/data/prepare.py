@@ -1,0 +1,169 @@
+"""Resize a dataset once into a cache at a working resolution.
+
+Introduced in the "Data and metrics" chapter. ISIC images are up to 20 megapixels; decoding
+them in every epoch would make the CPU, not the GPU, the bottleneck. :func:`prepare` decodes
+each image once, using JPEG *draft mode* (the decoder's own 1/2, 1/4 or 1/8 scaling, which
+skips most of the inverse DCT work), resizes it so that its shorter side is ``size`` pixels
+(aspect ratio kept), and writes it to a cache with its resized mask. Both cores work in
+parallel. A manifest keeps each image's original files and size, because evaluation always
+happens against the original mask at the original size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from lessons_lib.atomic import cache_dir, write_json, write_with
+from lessons_lib.data.io import _load, _open, check_match, read_mask, to_rgb
+from lessons_lib.data.layouts import available_splits, find_pairs
+from lessons_lib.errors import DataError
+
+MANIFEST = "manifest.json"
+
+
+def working_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """``(w, h)`` with the shorter side ``size`` and the aspect ratio kept (never upscaled)."""
+    scale = min(1.0, size / min(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def load_resized(image_path: Path, mask_path: Path, size: int) -> tuple[Image.Image, np.ndarray]:
+    """Decode one pair at working resolution (draft mode for JPEGs).
+
+    Returns:
+        ``(image, mask)``: an RGB :class:`PIL.Image.Image` and a ``bool (h, w)`` mask.
+    """
+    mask = read_mask(mask_path)
+    im = _open(image_path)
+    apply_exif = check_match(im, mask.shape, image_path, mask_path)
+    w, h = working_size(im.width, im.height, size)
+    if im.format == "JPEG":
+        im.draft("RGB", (w, h) if not apply_exif else (h, w))
+    im = _load(im, image_path)
+    if apply_exif:
+        im = ImageOps.exif_transpose(im)
+    im = to_rgb(im, image_path)
+    mh, mw = mask.shape
+    w, h = working_size(mw, mh, size)
+    image = im.resize((w, h), Image.Resampling.LANCZOS) if im.size != (w, h) else im
+    small = Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BOX)
+    return image, np.asarray(small) > 127
+
+
+def _size(path: str | Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+def _one(job: tuple[str, str, str, str, int]) -> dict:
+    image_path, mask_path, out_image, out_mask, size = job
+    if not (Path(out_image).is_file() and Path(out_mask).is_file()):  # else: done before
+        image, mask = load_resized(Path(image_path), Path(mask_path), size)
+        write_with(out_image, lambda p: image.save(p, format="JPEG", quality=95))
+        small = Image.fromarray(mask.astype(np.uint8) * 255)
+        write_with(out_mask, lambda p: small.save(p, format="PNG"))
+    return {"orig_size": list(_size(mask_path)), "size": list(_size(out_mask))}
+
+
+@dataclass
+class PreparedData:
+    """A dataset resized by :func:`prepare`.
+
+    Attributes:
+        path: The cache folder.
+        manifest: Its ``manifest.json`` (dataset, root, size and one entry per image).
+    """
+
+    path: Path
+    manifest: dict
+
+    def entries(self, split: str | None = None) -> list[dict]:
+        """Manifest entries (``id, split, image, mask, orig_image, orig_mask, orig_size``)."""
+        rows = self.manifest["entries"]
+        rows = [e for e in rows if split is None or e["split"] == split]
+        if not rows:
+            raise DataError(f"no prepared images in split {split!r}", self.path / MANIFEST)
+        return rows
+
+    def pairs(self, split: str | None = None) -> list[tuple[Path, Path]]:
+        """Resized ``(image, mask)`` files, for training."""
+        return [(self.path / e["image"], self.path / e["mask"]) for e in self.entries(split)]
+
+    def originals(self, split: str | None = None) -> list[tuple[Path, Path]]:
+        """The original ``(image, mask)`` files, for evaluation at full size."""
+        return [(Path(e["orig_image"]), Path(e["orig_mask"])) for e in self.entries(split)]
+
+    @classmethod
+    def load(cls, path: Path | str) -> PreparedData:
+        path = Path(path)
+        if not (path / MANIFEST).is_file():
+            raise DataError("not a prepared dataset (no manifest.json)", path, "run prepare()")
+        return cls(path, json.loads((path / MANIFEST).read_text()))
+
+
+def default_out(root: Path, dataset: str, size: int) -> Path:
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
+    return cache_dir() / "prepared" / f"{dataset}-{digest}-{size}"
+
+
+def prepare(
+    root: Path | str,
+    dataset: str,
+    size: int,
+    out: Path | str | None = None,
+    splits: tuple[str, ...] | None = None,
+    workers: int = 2,
+    seed: int = 0,
+) -> PreparedData:
+    """Resize every pair of a dataset once; reuse what an earlier call already wrote.
+
+    Args:
+        root: Dataset root, as for :func:`~lessons_lib.data.find_pairs`.
+        dataset: Dataset key.
+        size: Shorter side of the cached images, in pixels (at least the training size).
+        out: Cache folder; default ``<cache>/prepared/<dataset>-<hash of root>-<size>``.
+        splits: Which splits to prepare; default every split the layout has.
+        workers: Processes decoding in parallel.
+        seed: Split seed for datasets without an official split.
+
+    Returns:
+        A :class:`PreparedData` whose ``pairs(split)`` feed training and whose
+        ``originals(split)`` feed evaluation.
+    """
+    root = Path(root).expanduser().resolve()
+    out = Path(out) if out is not None else default_out(root, dataset, size)
+    if (out / MANIFEST).is_file():
+        old = PreparedData.load(out).manifest
+        if (old["dataset"], old["root"], old["size"]) != (dataset, str(root), size):
+            raise DataError(
+                f"already holds {old['dataset']} from {old['root']} at size {old['size']}",
+                out,
+                "choose another output folder, or delete this one",
+            )
+    jobs, entries = [], []
+    for split in splits or available_splits(root, dataset):
+        for image, mask in find_pairs(root, dataset, split, seed=seed):
+            rel_i, rel_m = f"{split}/images/{image.stem}.jpg", f"{split}/masks/{image.stem}.png"
+            jobs.append((str(image), str(mask), str(out / rel_i), str(out / rel_m), size))
+            entries.append({"id": image.stem, "split": split, "image": rel_i, "mask": rel_m})
+            entries[-1].update(orig_image=str(image), orig_mask=str(mask))
+    if not jobs:
+        raise DataError(f"no {dataset} images found", root, "check root and dataset")
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_one, jobs, chunksize=8))
+    else:
+        results = [_one(j) for j in jobs]
+    for entry, result in zip(entries, results, strict=True):
+        entry.update(result)
+    manifest = {"dataset": dataset, "root": str(root), "size": size, "seed": seed}
+    manifest["entries"] = entries
+    write_json(out / MANIFEST, manifest)
+    return PreparedData(out, manifest)
