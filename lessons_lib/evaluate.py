@@ -1,0 +1,127 @@
+"""Evaluate a trained Learner the way the challenges do: at each image's original size.
+
+Introduced by the fastai ResNet34 U-Net chapter (paper 002) and shared by all chapters:
+predict the network's foreground probability at its input size, bring it back to the
+image's original size with the paper's interpolation, post-process, and score against the
+original mask with :mod:`lessons_lib.metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from lessons_lib.atomic import write_with
+from lessons_lib.data.io import read_mask
+from lessons_lib.data.prepare import PreparedData
+from lessons_lib.metrics import SegmentationScorer
+
+RESIZE_MODES = ("nearest", "bilinear", "bicubic")
+
+
+def foreground(probs: torch.Tensor) -> torch.Tensor:
+    """Foreground probability ``(N, H, W)`` from a 1-channel sigmoid or 2-channel softmax."""
+    if probs.ndim == 3:
+        return probs
+    if probs.ndim == 4 and probs.shape[1] in (1, 2):
+        return probs[:, -1]
+    raise ValueError(f"expected (N,H,W), (N,1,H,W) or (N,2,H,W) probabilities, got {probs.shape}")
+
+
+def to_size(prob: np.ndarray | torch.Tensor, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Resize a probability map to ``size`` = ``(width, height)``.
+
+    Args:
+        prob: ``(h, w)`` probabilities.
+        size: Original ``(width, height)``.
+        mode: ``nearest`` (paper 002), ``bilinear`` or ``bicubic`` (paper 000).
+
+    Returns:
+        ``float32 (height, width)`` in [0, 1].
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}; valid: {', '.join(RESIZE_MODES)}")
+    t = torch.as_tensor(prob, dtype=torch.float32)[None, None]
+    w, h = size
+    kw = {} if mode == "nearest" else {"align_corners": False}
+    out = F.interpolate(t, size=(h, w), mode=mode, **kw)[0, 0]
+    return out.clamp_(0, 1).numpy()
+
+
+def thumbnail(prob: np.ndarray, side: int = 256) -> np.ndarray:
+    """A probability map shrunk to at most ``side`` pixels per side, as ``float16``."""
+    h, w = prob.shape
+    if max(h, w) > side:
+        scale = side / max(h, w)
+        prob = to_size(prob, (max(1, round(w * scale)), max(1, round(h * scale))), "bilinear")
+    return np.asarray(prob, dtype=np.float16)
+
+
+def predict_probs(
+    learn, pairs: Sequence[tuple[Path, Path]], chunk: int = 32
+) -> Iterator[np.ndarray]:
+    """Yield each image's foreground probability at the network's input size.
+
+    Uses the Learner's own validation transforms (``dls.test_dl``) and its loss's
+    ``activation``, so every chapter predicts the way it trained.
+    """
+    for start in range(0, len(pairs), chunk):
+        dl = learn.dls.test_dl([image for image, _ in pairs[start : start + chunk]])
+        probs, _ = learn.get_preds(dl=dl)
+        yield from foreground(probs.float()).numpy()
+
+
+def evaluate(
+    learn,
+    data: PreparedData,
+    split: str,
+    resize: str = "nearest",
+    postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    threshold: float = 0.5,
+    ids: Sequence[str] | None = None,
+    save_dir: Path | str | None = None,
+) -> tuple[pd.DataFrame, dict, dict[str, np.ndarray]]:
+    """Predict a split and score it at original size against the original masks.
+
+    Args:
+        learn: A trained Learner.
+        data: The prepared dataset (its cached images are the network's inputs; its
+            manifest names the original masks).
+        split: Which split of ``data``.
+        resize: How probabilities return to the original size (``RESIZE_MODES``).
+        postprocess: ``prob (H, W) -> bool mask``; default ``prob > threshold``.
+        threshold: Used when ``postprocess`` is ``None``.
+        ids: Evaluate only these image ids (e.g. a random validation subset).
+        save_dir: If given, predicted masks are written there as
+            ``<id>_segmentation.png`` (0/255), the layout ``python -m lessons_lib score`` reads.
+
+    Returns:
+        ``(per_image, summary, small)``: per-image scores, their summary (means, pooled
+        scores, ``n_images``), and each image's probability as a small ``float16``
+        thumbnail (for figures; see :func:`thumbnail`).
+    """
+    entries = data.entries(split)
+    if ids is not None:
+        wanted = set(ids)
+        entries = [e for e in entries if e["id"] in wanted]
+    pairs = [(data.path / e["image"], data.path / e["mask"]) for e in entries]
+    scorer, small = SegmentationScorer(), {}
+    for entry, prob in zip(entries, predict_probs(learn, pairs), strict=True):
+        truth = read_mask(entry["orig_mask"])
+        full = to_size(prob, (truth.shape[1], truth.shape[0]), resize)
+        pred = postprocess(full) if postprocess is not None else full > threshold
+        scorer.add(entry["id"], truth, pred)
+        small[entry["id"]] = thumbnail(prob)
+        if save_dir is not None:
+            img = Image.fromarray(pred.astype(np.uint8) * 255)
+            write_with(
+                Path(save_dir) / f"{entry['id']}_segmentation.png",
+                lambda p, img=img: img.save(p, format="PNG"),
+            )
+    return scorer.per_image(), scorer.summary(), small
