@@ -8,10 +8,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup book test lint format strip bench lab run-notebooks clean help
+.PHONY: setup book test test-fast lint format bench lab clean help
 
 help:
-	@echo "make book | make test | make lab | make bench | make lint | make format | make clean"
+	@echo "make book | make test | make test-fast | make lab | make bench | make lint | make format | make clean"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,18 +25,19 @@ setup: $(STAMP)
 book: $(STAMP)
 	$(BIN)/jupyter-book build book/ -W --keep-going
 
-run-notebooks: $(STAMP)
-	$(BIN)/python -m lessons_lib.nbrun notebooks/*.ipynb --out runs/smoke
+# Lint, the notebook-strip check, then every test: unit tests, papermill runs of every chapter,
+# the strict book build, and nbval over every notebook.
+test: lint
+	$(BIN)/python -m pytest --nbval-lax tests notebooks
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/python -m lessons_lib.nbtools check-stripped notebooks/*.ipynb
-	$(BIN)/python -m pytest
+# Unit tests only (no notebook execution, no book build): seconds, for the edit-test loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not notebooks and not book" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m lessons_lib.nbtools check-stripped notebooks/*.ipynb
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -34,26 +34,43 @@ def working_size(width: int, height: int, size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _binary_mask_image(path: Path) -> Image.Image:
+    """A mask file as an 8-bit 0/255 image, binarised by the ISIC rule (see ``read_mask``).
+
+    8-bit and 1-bit masks take a C-level lookup table (20-megapixel masks are common, and a
+    NumPy round trip would cost more than decoding them); other modes go through
+    :func:`~lessons_lib.data.io.read_mask` and its checks.
+    """
+    im = _load(_open(path), path)
+    if im.mode == "1":
+        return im.convert("L")
+    if im.mode == "L":
+        top = im.getextrema()[1]
+        lut = [255 if (v == 1 if top <= 1 else v > 128) else 0 for v in range(256)]
+        return im.point(lut)
+    return Image.fromarray(read_mask(path).astype(np.uint8) * 255)
+
+
 def load_resized(image_path: Path, mask_path: Path, size: int) -> tuple[Image.Image, np.ndarray]:
     """Decode one pair at working resolution (draft mode for JPEGs).
 
     Returns:
         ``(image, mask)``: an RGB :class:`PIL.Image.Image` and a ``bool (h, w)`` mask.
     """
-    mask = read_mask(mask_path)
+    mask = _binary_mask_image(mask_path)
     im = _open(image_path)
-    apply_exif = check_match(im, mask.shape, image_path, mask_path)
-    w, h = working_size(im.width, im.height, size)
+    apply_exif = check_match(im, (mask.height, mask.width), image_path, mask_path)
+    w, h = working_size(mask.width, mask.height, size)
     if im.format == "JPEG":
         im.draft("RGB", (w, h) if not apply_exif else (h, w))
     im = _load(im, image_path)
     if apply_exif:
         im = ImageOps.exif_transpose(im)
     im = to_rgb(im, image_path)
-    mh, mw = mask.shape
-    w, h = working_size(mw, mh, size)
     image = im.resize((w, h), Image.Resampling.LANCZOS) if im.size != (w, h) else im
-    small = Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BOX)
+    factor = max(1, min(mask.width // w, mask.height // h))
+    small = mask.reduce(factor) if factor > 1 else mask
+    small = small.resize((w, h), Image.Resampling.BOX) if small.size != (w, h) else small
     return image, np.asarray(small) > 127
 
 

@@ -1,0 +1,107 @@
+"""python -m lessons_lib: data synth / prepare / check, score, and the notebook stripper."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lessons_lib.cli import main
+from lessons_lib.nbtools import dirty_cells
+from lessons_lib.nbtools import main as nbtools_main
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "data"
+    assert (
+        main(["data", "synth", "--out", str(root), "--n", "4", "--size", "64", "--seed", "1"]) == 0
+    )
+    return root
+
+
+def test_synth_writes_an_isic2017_layout(synth_root: Path) -> None:
+    assert len(list((synth_root / "ISIC-2017_Training_Data").glob("ISIC_*[0-9].jpg"))) == 4
+    assert json.loads((synth_root / "synth.json").read_text())["seed"] == 1
+
+
+def test_check_good_and_bad(synth_root: Path, tmp_path: Path, capsys) -> None:
+    assert main(["data", "check", "--dataset", "synthetic", "--root", str(synth_root)]) == 0
+    assert "0 problem(s)" in capsys.readouterr().out
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(synth_root, bad)
+    victim = sorted((bad / "ISIC-2017_Training_Data").glob("ISIC_*[0-9].jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])
+    (bad / "ISIC-2017_Validation_Part1_GroundTruth").joinpath(
+        sorted(p.name for p in (bad / "ISIC-2017_Validation_Part1_GroundTruth").iterdir())[0]
+    ).unlink()
+    assert (
+        main(["data", "check", "--dataset", "isic2017", "--root", str(bad), "--workers", "1"]) == 1
+    )
+    out = capsys.readouterr().out
+    assert out.count("PROBLEM") == 2 and victim.name in out
+
+
+def test_prepare(synth_root: Path, tmp_path: Path, capsys) -> None:
+    args = ["data", "prepare", "--dataset", "synthetic", "--root", str(synth_root), "--size", "32"]
+    assert main(args + ["--out", str(tmp_path / "p"), "--split", "train"]) == 0
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert {e["split"] for e in manifest["entries"]} == {"train"} and manifest["size"] == 32
+
+
+def test_score_text_and_json(synth_root: Path, capsys) -> None:
+    truth = synth_root / "ISIC-2017_Test_v2_Part1_GroundTruth"
+    assert main(["score", str(truth), str(truth), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["summary"]["jaccard"] == 1.0
+    assert main(["score", str(truth), str(truth)]) == 0
+    assert "jaccard" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lessons_lib",
+            "data",
+            "check",
+            "--dataset",
+            "ph2",
+            "--root",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and "does not exist" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "lessons_lib", "score", str(tmp_path), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    )
+
+
+def test_nbtools_strip_and_check(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("1 + 1")
+    cell.outputs = [
+        nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)
+    ]
+    cell.execution_count = 1
+    nb.cells.append(cell)
+    path = tmp_path / "a.ipynb"
+    nbformat.write(nb, path)
+    assert nbtools_main(["check-stripped", str(path)]) == 1
+    assert nbtools_main(["strip", str(path)]) == 0
+    assert dirty_cells(nbformat.read(path, as_version=4)) == []
+    assert nbtools_main(["check-stripped", str(path)]) == 0

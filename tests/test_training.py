@@ -1,0 +1,186 @@
+"""lessons_lib.training, evaluate, chapter and viz: the shared training path, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lessons_lib import chapter
+from lessons_lib.data import split_pairs
+from lessons_lib.errors import DataError
+from lessons_lib.evaluate import evaluate, foreground, to_size
+from lessons_lib.losses import BCEWithLogits2d, CrossEntropy2d
+from lessons_lib.models import build_model, count_parameters
+from lessons_lib.training import PooledScore, fit_stage, make_learner, segmentation_dls
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny synthetic dataset, prepared, and a trained 1-epoch U-Net on it."""
+    cache = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LESSONS_CACHE", str(cache))
+    chapter.setup(0)
+    root, data = chapter.get_data("synthetic", None, 48, synth={"n": 8, "size": 64})
+    train, valid = split_pairs(data.pairs("train"), 2, seed=0)
+    dls = segmentation_dls(train, valid, 32, 4)
+    model = build_model("resnet34_unet", img_size=(32, 32))
+    out = tmp_path_factory.mktemp("run")
+    learn = make_learner(dls, model, BCEWithLogits2d(), out)
+    fit_stage(learn, "s32", 1, [1e-4, 1e-3, 1e-3], freeze=False)
+    yield root, data, train, valid, learn, out
+    mp.undo()
+
+
+def test_get_data_generates_and_prepares(tiny) -> None:
+    root, data, train, valid, *_ = tiny
+    assert (root / "synth.json").is_file()
+    assert len(data.entries("train")) == 8 and len(data.entries("valid")) == 2
+    assert len(train) == 6 and len(valid) == 2
+
+
+def test_get_data_needs_data_dir_for_real_datasets() -> None:
+    with pytest.raises(DataError, match="needs data_dir"):
+        chapter.get_data("isic2018", None, 64)
+
+
+def test_dls_batches_are_images_and_binary_masks(tiny) -> None:
+    _, _, train, valid, *_ = tiny
+    xb, yb = segmentation_dls(train, valid, (24, 32), 2).one_batch()
+    assert xb.shape == (2, 3, 24, 32) and yb.shape == (2, 24, 32)
+    assert set(torch.unique(yb).tolist()) <= {0, 1}
+    with pytest.raises(DataError, match="empty split"):
+        segmentation_dls(train, [], 32, 2)
+
+
+def test_fit_stage_writes_history_and_best_checkpoint(tiny) -> None:
+    *_, learn, out = tiny
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["stage"]) == ["s32"]
+    assert {"train_loss", "valid_loss", "pooled_dice", "pooled_jaccard", "lr"} <= set(history)
+    assert (out / "models" / "s32.pth").is_file()
+    assert not list((out / "models").glob(".*"))  # no temporary files left behind
+    assert fit_stage(learn, "skip", 0, 1e-3).empty
+    with pytest.raises(ValueError, match="unknown schedule"):
+        fit_stage(learn, "x", 1, 1e-3, schedule="cosine")
+
+
+def test_evaluate_scores_at_original_size(tiny, tmp_path: Path) -> None:
+    _, data, *_, learn, _ = tiny
+    per_image, summary, small = evaluate(learn, data, "valid", save_dir=tmp_path)
+    assert list(per_image.index) == [e["id"] for e in data.entries("valid")]
+    assert summary["n_images"] == 2 and 0 <= summary["jaccard"] <= 1
+    from PIL import Image
+
+    for e in data.entries("valid"):
+        saved = Image.open(tmp_path / f"{e['id']}_segmentation.png")
+        assert list(saved.size) == e["orig_size"]  # written at the original size
+    from lessons_lib.metrics import score_dirs
+
+    truth = Path(data.entries("valid")[0]["orig_mask"]).parent
+    rescored = score_dirs(truth, tmp_path)
+    pd.testing.assert_frame_equal(rescored, per_image, check_names=False, atol=1e-12)
+
+
+def test_to_size_and_foreground() -> None:
+    prob = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
+    big = to_size(prob, (4, 4), "nearest")
+    assert big.shape == (4, 4) and big[0, 2] == 1 and big[0, 0] == 0
+    assert to_size(prob, (3, 5), "bicubic").shape == (5, 3)
+    with pytest.raises(ValueError, match="unknown resize mode"):
+        to_size(prob, (4, 4), "area")
+    two = torch.stack([1 - torch.rand(2, 4, 4), torch.rand(2, 4, 4)], 1)
+    assert torch.equal(foreground(two), two[:, 1])
+
+
+def test_pooled_score_counts_over_the_whole_set() -> None:
+    class FakeLearn:
+        loss_func = CrossEntropy2d()
+
+    metric = PooledScore("jaccard")
+    metric.reset()
+    for pred, targ in [([[1, 1], [0, 0]], [[1, 0], [0, 0]]), ([[0, 0], [0, 0]], [[0, 0], [0, 1]])]:
+        logits = torch.tensor(pred, dtype=torch.float32)[None, None] * 10 - 5
+        learn = FakeLearn()
+        learn.pred = torch.cat([-logits, logits], 1)
+        learn.y = torch.tensor(targ)[None]
+        metric.accumulate(learn)
+    assert metric.value == pytest.approx(1 / 3)  # intersection 1, union 3
+    assert metric.name == "pooled_jaccard"
+
+
+def test_resnet34_unet_shapes_and_groups() -> None:
+    model = build_model("resnet34_unet", img_size=(64, 64))
+    assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 1, 64, 96)
+    assert len(model.splitter(model)) == 3
+    assert count_parameters(model) > 1_000_000  # the paper: "exceeded 1 million"
+    with pytest.raises(KeyError, match="valid names: .*resnet34_unet"):
+        build_model("resnet35_unet")
+
+
+def test_resnet34_unet_offline_falls_back_with_a_warning(monkeypatch) -> None:
+    from torchvision.models import ResNet34_Weights
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(ResNet34_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.warns(UserWarning, match="trained from scratch"):
+        model = build_model("resnet34_unet", img_size=(32, 32), pretrained=True)
+    assert "scratch" in model.weights_source
+
+
+def test_resnet34_unet_loads_a_local_weights_file(tmp_path: Path) -> None:
+    from torchvision.models import resnet34
+
+    reference = resnet34()
+    torch.save(reference.state_dict(), tmp_path / "r34.pth")
+    model = build_model("resnet34_unet", img_size=(32, 32), pretrained=tmp_path / "r34.pth")
+    assert torch.equal(model[0][0].weight, reference.conv1.weight)
+    assert str(tmp_path / "r34.pth") in model.weights_source
+
+
+def test_resolve_params_profile_and_overrides() -> None:
+    profiles = {"smoke": {"size": 64, "epochs": 1}, "full": {"size": 512, "epochs": 10}}
+    p = chapter.resolve_params(profiles, "full", {"epochs": 3, "size": None, "seed": 7})
+    assert (p.profile, p.size, p.epochs, p.seed, p.out_dir) == ("full", 512, 3, 7, None)
+    with pytest.raises(ValueError, match="valid profiles: smoke, full"):
+        chapter.resolve_params(profiles, "huge", {})
+
+
+def test_run_writes_metrics_json_atomically(tmp_path: Path) -> None:
+    params = {"dataset": "synthetic", "profile": "smoke", "seed": 0}
+    run = chapter.Run(tmp_path, "test_chapter", "A paper", params, chapter.environment())
+    assert json.loads((tmp_path / "params.json").read_text())["seed"] == 0
+    per_image = pd.DataFrame({"jaccard": [0.5]}, index=pd.Index(["a"], name="image_id"))
+    run.add_result("valid", "the valid split", per_image, {"jaccard": 0.5, "n_images": 1})
+    run.lap("step")
+    record = json.loads(run.finish().read_text())
+    assert record["results"][0]["metrics"]["jaccard"] == 0.5
+    assert record["params"] == params and "step" in record["timings_s"]
+    assert {"torch", "fastai", "device", "git_revision"} <= set(record["environment"])
+    assert (tmp_path / "per_image_valid.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_figures(tiny, tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lessons_lib.viz import plot_history, plot_ja_distribution, show_overlays, worst_cases
+
+    _, data, *_, learn, out = tiny
+    per_image, _, small = evaluate(learn, data, "valid")
+    run = chapter.Run(tmp_path, "t", "p", {}, {})
+    for name, fig in {
+        "history": plot_history(pd.read_csv(out / "history.csv")),
+        "overlay": show_overlays(data, "valid", list(small), small, per_image),
+        "hist": plot_ja_distribution({"valid": per_image}),
+    }.items():
+        assert run.savefig(fig, name).stat().st_size > 1000
+    assert worst_cases(per_image, k=1) == [per_image["jaccard"].idxmin()]
