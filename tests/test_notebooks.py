@@ -95,3 +95,37 @@ def test_papermill_parameters_override_the_profile(tmp_path: Path) -> None:
     assert record["params"]["batch_size"] == [8, 8]  # still the smoke profile's value
     history = (tmp_path / "out" / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["32px", "64px"]
+
+
+@pytest.mark.notebooks
+@pytest.mark.realdata
+def test_chapter_002_on_real_dermoscopy_images(
+    shared_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The smoke-sized chapter on the real HAM10000 sample (a user's own ``folder`` layout)."""
+    import papermill
+
+    monkeypatch.setenv("LESSONS_CACHE", str(tmp_path / "cache"))
+    path = next(nb for nb in CHAPTERS if nb.name.startswith("002_"))
+    params = {
+        "out_dir": str(tmp_path / "out"),
+        "dataset": "folder",
+        "n_valid": 6,
+        "data_dir": str(shared_data / "ham10000-sample"),
+    }
+    papermill.execute_notebook(
+        str(path),
+        str(tmp_path / "o.ipynb"),
+        parameters=params,
+        cwd=str(path.parent),
+        progress_bar=False,
+        kernel_name="python3",
+    )
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    by_name = {r["name"]: r["metrics"] for r in record["results"]}
+    assert by_name["random_split"]["n_images"] == 6
+    assert by_name["official_valid"]["n_images"] == 4  # the seeded 10% split of 41 images
+    saved = sorted((tmp_path / "out" / "predictions" / "official_valid").iterdir())
+    from PIL import Image
+
+    assert Image.open(saved[0]).size == (600, 450)  # back at the original size
