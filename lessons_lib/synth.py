@@ -204,8 +204,8 @@ def make_dataset(
         for split, rows in plan.items()
         for r in rows
     ]
-    for split in SPLIT_NAMES:
-        for folder in _folders(split):
+    for split in SPLIT_NAMES:  # a split of 0 images gets no folders (an empty split is an error)
+        for folder in _folders(split) if counts[split] else ():
             (out / folder).mkdir(parents=True, exist_ok=True)
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
@@ -215,6 +215,8 @@ def make_dataset(
         for job in jobs:
             _write_one(job)
     for split, rows in plan.items():
+        if not rows:
+            continue
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(["image_id", "age_approximate", "sex"])

@@ -272,6 +272,8 @@ def test_prepare_resizes_once_and_keeps_originals(isic2017_root: Path, tmp_path:
     assert os.path.getmtime(img) == mtime and again.manifest == prep.manifest
     with pytest.raises(DataError, match="already holds"):
         prepare(isic2017_root, "isic2017", size=30, out=tmp_path / "p")
+    only_test = prepare(isic2017_root, "isic2017", size=60, out=tmp_path / "p", splits=("test",))
+    assert only_test.manifest == prepare(isic2017_root, "isic2017", 60, out=tmp_path / "p").manifest
 
 
 # --- real samples --------------------------------------------------------------------------

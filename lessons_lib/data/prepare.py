@@ -156,6 +156,8 @@ def prepare(
     """
     root = Path(root).expanduser().resolve()
     out = Path(out) if out is not None else default_out(root, dataset, size)
+    kept: list[dict] = []  # splits prepared earlier and not asked for now stay in the manifest
+    splits = tuple(splits or available_splits(root, dataset))
     if (out / MANIFEST).is_file():
         old = PreparedData.load(out).manifest
         if (old["dataset"], old["root"], old["size"]) != (dataset, str(root), size):
@@ -164,8 +166,9 @@ def prepare(
                 out,
                 "choose another output folder, or delete this one",
             )
+        kept = [e for e in old["entries"] if e["split"] not in splits]
     jobs, entries = [], []
-    for split in splits or available_splits(root, dataset):
+    for split in splits:
         for image, mask in find_pairs(root, dataset, split, seed=seed):
             rel_i, rel_m = f"{split}/images/{image.stem}.jpg", f"{split}/masks/{image.stem}.png"
             jobs.append((str(image), str(mask), str(out / rel_i), str(out / rel_m), size))
@@ -181,6 +184,6 @@ def prepare(
     for entry, result in zip(entries, results, strict=True):
         entry.update(result)
     manifest = {"dataset": dataset, "root": str(root), "size": size, "seed": seed}
-    manifest["entries"] = entries
+    manifest["entries"] = kept + entries
     write_json(out / MANIFEST, manifest)
     return PreparedData(out, manifest)

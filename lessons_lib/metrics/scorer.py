@@ -33,7 +33,8 @@ class SegmentationScorer:
       how the ISIC challenges rank;
     * ``pooled_jaccard`` / ``pooled_dice``: TP, FP and FN summed over all images, then one
       ratio, as fastai's ``Dice`` / ``JaccardCoeff`` accumulate over a validation set. Large
-      lesions dominate it, so it is usually higher than the per-image mean.
+      lesions dominate it: it is higher than the per-image mean when the failures are small
+      lesions, and lower when they are large ones.
 
     Args:
         threshold: Jaccard threshold of ``threshold_jaccard``.
