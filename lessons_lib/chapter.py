@@ -122,6 +122,7 @@ def get_data(
     prepare_size: int,
     synth: dict[str, Any] | None = None,
     seed: int = 0,
+    workers: int = 2,
 ) -> tuple[Path, PreparedData]:
     """Find (or generate) a chapter's data and prepare it at ``prepare_size``.
 
@@ -131,6 +132,7 @@ def get_data(
         prepare_size: Shorter side of the prepared (cached) images.
         synth: Arguments of :func:`lessons_lib.synth.make_dataset` (``n``, ``size``, ...).
         seed: Seed of the synthetic data and of seeded splits.
+        workers: Processes generating and preparing the data.
 
     Returns:
         ``(root, prepared)``: the dataset root and its :class:`PreparedData`.
@@ -148,10 +150,10 @@ def get_data(
         tag = "-".join(f"{k}{v}" for k, v in sorted(synth.items()))
         root = cache_dir() / "synthetic" / f"{tag}-seed{seed}"
         if not (root / "synth.json").is_file():
-            make_dataset(root, seed=seed, **synth)
+            make_dataset(root, seed=seed, workers=workers, **synth)
     else:
         root = Path(data_dir).expanduser()
-    return root, prepare(root, dataset, prepare_size, seed=seed)
+    return root, prepare(root, dataset, prepare_size, seed=seed, workers=workers)
 
 
 class Run:

@@ -4,6 +4,11 @@ Introduced by the fastai ResNet34 U-Net chapter (paper 002) and shared by all ch
 predict the network's foreground probability at its input size, bring it back to the
 image's original size with the paper's interpolation, post-process, and score against the
 original mask with :mod:`lessons_lib.metrics`.
+
+Ensembles (added by the CDNN-29 chapter, paper 001): :func:`evaluate` also takes a sequence of
+Learners and averages their foreground probabilities (:func:`lessons_lib.ensemble.average_probs`)
+before resizing and post-processing. ``postprocess_at="model"`` post-processes at the network's
+input size and brings the binary mask back to the original size instead.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from PIL import Image
 from lessons_lib.atomic import write_with
 from lessons_lib.data.io import read_mask
 from lessons_lib.data.prepare import PreparedData
+from lessons_lib.ensemble import average_probs
 from lessons_lib.metrics import SegmentationScorer
 
 RESIZE_MODES = ("nearest", "bilinear", "bicubic")
+POSTPROCESS_AT = ("original", "model")
 
 
 def foreground(probs: torch.Tensor) -> torch.Tensor:
@@ -77,6 +84,24 @@ def predict_probs(
         yield from foreground(probs.float()).numpy()
 
 
+def predict_ensemble(
+    learners: Sequence, pairs: Sequence[tuple[Path, Path]], chunk: int = 32
+) -> Iterator[np.ndarray]:
+    """Yield each image's foreground probability averaged over ``learners`` (at input size).
+
+    All Learners must predict at the same input size. One Learner gives
+    :func:`predict_probs`'s output unchanged.
+    """
+    if len(learners) == 0:
+        raise ValueError("evaluate needs at least one Learner")
+    if len(learners) == 1:
+        yield from predict_probs(learners[0], pairs, chunk)
+        return
+    streams = [predict_probs(learn, pairs, chunk) for learn in learners]
+    for probs in zip(*streams, strict=True):
+        yield average_probs(probs)
+
+
 def evaluate(
     learn,
     data: PreparedData,
@@ -86,11 +111,13 @@ def evaluate(
     threshold: float = 0.5,
     ids: Sequence[str] | None = None,
     save_dir: Path | str | None = None,
+    postprocess_at: str = "original",
 ) -> tuple[pd.DataFrame, dict, dict[str, np.ndarray]]:
     """Predict a split and score it at original size against the original masks.
 
     Args:
-        learn: A trained Learner.
+        learn: A trained Learner, or a sequence of Learners (an ensemble: their foreground
+            probabilities are averaged before resizing and post-processing).
         data: The prepared dataset (its cached images are the network's inputs; its
             manifest names the original masks).
         split: Which split of ``data``.
@@ -100,22 +127,39 @@ def evaluate(
         ids: Evaluate only these image ids (e.g. a random validation subset).
         save_dir: If given, predicted masks are written there as
             ``<id>_segmentation.png`` (0/255), the layout ``python -m lessons_lib score`` reads.
+        postprocess_at: ``"original"`` (default): resize the probability to the original size,
+            then post-process (or threshold). ``"model"``: post-process (or threshold) at the
+            network's input size, then resize the binary mask with ``resize`` (as a 0/1 map,
+            cut at 0.5).
 
     Returns:
         ``(per_image, summary, small)``: per-image scores, their summary (means, pooled
-        scores, ``n_images``), and each image's probability as a small ``float16``
-        thumbnail (for figures; see :func:`thumbnail`).
+        scores, ``n_images``), and each image's probability (the ensemble's average) as a
+        small ``float16`` thumbnail (for figures; see :func:`thumbnail`).
     """
+    if postprocess_at not in POSTPROCESS_AT:
+        raise ValueError(
+            f"unknown postprocess_at {postprocess_at!r}; valid: {', '.join(POSTPROCESS_AT)}"
+        )
+    learners = [learn] if hasattr(learn, "get_preds") else list(learn)
+
+    def binary(prob: np.ndarray) -> np.ndarray:
+        return postprocess(prob) if postprocess is not None else prob > threshold
+
     entries = data.entries(split)
     if ids is not None:
         wanted = set(ids)
         entries = [e for e in entries if e["id"] in wanted]
     pairs = [(data.path / e["image"], data.path / e["mask"]) for e in entries]
     scorer, small = SegmentationScorer(), {}
-    for entry, prob in zip(entries, predict_probs(learn, pairs), strict=True):
+    for entry, prob in zip(entries, predict_ensemble(learners, pairs), strict=True):
         truth = read_mask(entry["orig_mask"])
-        full = to_size(prob, (truth.shape[1], truth.shape[0]), resize)
-        pred = postprocess(full) if postprocess is not None else full > threshold
+        size = (truth.shape[1], truth.shape[0])
+        if postprocess_at == "original":
+            pred = binary(to_size(prob, size, resize))
+        else:
+            small_mask = np.asarray(binary(prob), dtype=np.float32)
+            pred = to_size(small_mask, size, resize) > 0.5
         scorer.add(entry["id"], truth, pred)
         small[entry["id"]] = thumbnail(prob)
         if save_dir is not None:

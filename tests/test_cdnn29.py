@@ -1,0 +1,125 @@
+"""lessons_lib.cdnn29: the CDNN-29 chapter's geometric augmentation, epoch bookkeeping, figures."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastai.torch_core import TensorImage, TensorMask
+from fastai.vision.augment import AffineCoordTfm
+
+from lessons_lib.cdnn29 import (
+    FlipVert,
+    Shift,
+    geometric_augment,
+    kept_epoch,
+    plot_fold_histories,
+    plot_ja_scatter,
+    shift_mat,
+    show_channels,
+    training_flops,
+    vflip_mat,
+)
+
+
+def _ramp(n: int = 2, h: int = 12, w: int = 16) -> TensorImage:
+    x = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w) / (h * w)
+    return TensorImage(x.expand(n, 3, h, w).clone())
+
+
+def test_vflip_flips_rows_exactly_and_only_when_drawn() -> None:
+    x = _ramp()
+    tfm = FlipVert(p=1.0, draw=[1, 0])
+    out = tfm(x, split_idx=0)
+    assert torch.allclose(out[0], x[0].flip(-2), atol=1e-5)
+    assert torch.allclose(out[1], x[1], atol=1e-5)
+    mat = vflip_mat(x, p=1.0, draw=[1, 1])
+    assert torch.equal(mat[:, 1, 1], torch.tensor([-1.0, -1.0]))
+
+
+def test_shift_moves_content_by_the_drawn_fraction() -> None:
+    h, w = 12, 16
+    x = torch.zeros(1, 3, h, w)
+    x[..., 6:8, 8:10] = 1.0  # away from the edges the shift reflects in
+    x = TensorImage(x)
+    # a quarter of the width to the right, a sixth of the height down (exact pixel shifts with
+    # align_corners=True need a shift of k / (side - 1))
+    dx, dy = 4 / (w - 1), 2 / (h - 1)
+    out = Shift(max_shift=0.5, p=1.0, draw_x=[dx], draw_y=[dy])(x, split_idx=0)
+    ys, xs = torch.nonzero(out[0, 0] > 0.5, as_tuple=True)
+    assert (ys.min().item(), xs.min().item()) == (8, 12)
+    assert out[0, 0].sum().item() == pytest.approx(4.0, abs=1e-4)
+
+
+def test_shift_mat_range_and_probability() -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(4000, 3, 2, 2)
+    mat = shift_mat(x, max_shift=0.1, p=0.5)
+    t = -mat[:, 0, 2] / 2  # back to a fraction of the width
+    assert t.abs().max() <= 0.1 + 1e-6
+    assert 0.4 < (t != 0).float().mean() < 0.6
+
+
+def test_masks_follow_the_image_and_stay_binary() -> None:
+    torch.manual_seed(1)
+    image = torch.zeros(2, 3, 16, 16)
+    image[..., 3:9, 5:12] = 1.0
+    mask = TensorMask((image[:, 0] > 0.5).long())
+    tfm = geometric_augment()[0]
+    out_image, out_mask = tfm((TensorImage(image), mask), split_idx=0)  # one draw for both
+    assert set(torch.unique(out_mask).tolist()) <= {0, 1}
+    agree = ((out_image[:, 0] > 0.5).long() == out_mask).float().mean()
+    assert agree > 0.95
+
+
+def test_geometric_augment_is_one_affine_transform_and_identity_at_validation() -> None:
+    tfms = geometric_augment()
+    assert len(tfms) == 1 and isinstance(tfms[0], AffineCoordTfm)
+    x = _ramp()
+    assert torch.allclose(tfms[0](x, split_idx=1), x, atol=1e-5)
+    assert len(geometric_augment(max_shift=0)[0].aff_fs) < len(tfms[0].aff_fs)
+
+
+def test_kept_epoch_follows_the_monitor() -> None:
+    h = pd.DataFrame(
+        {"epoch": [0, 1, 2, 3], "train_loss": [0.9, 0.5, 0.6, 0.55], "pooled_jaccard": [0, 1, 3, 2]}
+    )
+    assert kept_epoch(h) == 1
+    assert kept_epoch(h, "pooled_jaccard") == 2
+
+
+def test_plots() -> None:
+    h = pd.DataFrame(
+        {
+            "epoch": [0, 1],
+            "train_loss": [0.9, 0.5],
+            "valid_loss": [0.8, 0.6],
+            "pooled_jaccard": [0.1, 0.3],
+        }
+    )
+    fig = plot_fold_histories({"fold0": h, "all": h})
+    assert len(fig.axes) == 2
+    a = pd.DataFrame({"jaccard": [0.1, 0.5, 0.9]}, index=["a", "b", "c"])
+    b = pd.DataFrame({"jaccard": [0.2, 0.4, 0.95, 0.3]}, index=["a", "b", "c", "d"])
+    fig, r = plot_ja_scatter(a, b, "one", "two")
+    assert r == pytest.approx(np.corrcoef([0.1, 0.5, 0.9], [0.2, 0.4, 0.95])[0, 1])
+    _, r = plot_ja_scatter(a, a.assign(jaccard=1.0), "one", "const")
+    assert np.isnan(r)
+
+
+def test_show_channels_draws_eight_columns() -> None:
+    fig = show_channels(torch.rand(3, 12, 16))
+    assert len(fig.axes) == 16
+
+
+def test_training_flops_of_a_convolution() -> None:
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    flops = training_flops(conv, (1, 2, 8, 8))
+    forward = 2 * 2 * 3 * 9 * 64
+    assert flops == 2 * forward  # backward: the weight gradient (the input needs none)
+    assert conv.weight.device.type == "cpu"  # the model itself is not moved
