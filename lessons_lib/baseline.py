@@ -378,27 +378,15 @@ class ClassicalBaseline:
             per-image scores, their summary, and each prediction as a small ``float16``
             thumbnail (1 = lesion) for :func:`lessons_lib.viz.show_overlays`.
         """
-        from lessons_lib.atomic import write_with
-        from lessons_lib.data.io import read_mask
-        from lessons_lib.evaluate import thumbnail, to_size
-        from lessons_lib.metrics import SegmentationScorer
+        from lessons_lib.evaluate import score_at_original, select, to_size
 
-        entries = data.entries(split)
-        if ids is not None:
-            wanted = set(ids)
-            entries = [e for e in entries if e["id"] in wanted]
-        scorer, small = SegmentationScorer(), {}
-        for entry in entries:
-            image = np.asarray(Image.open(data.path / entry["image"]).convert("RGB"))
-            mask = self(image).astype(np.float32)
-            truth = read_mask(entry["orig_mask"])
-            pred = to_size(mask, (truth.shape[1], truth.shape[0]), resize) > 0.5
-            scorer.add(entry["id"], truth, pred)
-            small[entry["id"]] = thumbnail(mask)
-            if save_dir is not None:
-                img = Image.fromarray(pred.astype(np.uint8) * 255)
-                write_with(
-                    Path(save_dir) / f"{entry['id']}_segmentation.png",
-                    lambda p, img=img: img.save(p, format="PNG"),
-                )
-        return scorer.per_image(), scorer.summary(), small
+        entries = select(data, split, ids)
+        masks = (
+            self(np.asarray(Image.open(data.path / e["image"]).convert("RGB"))).astype(np.float32)
+            for e in entries
+        )
+
+        def to_original(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+            return to_size(mask, size, resize) > 0.5
+
+        return score_at_original(entries, masks, to_original, save_dir)

@@ -13,7 +13,7 @@ input size and brings the binary mask back to the original size instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -146,20 +146,50 @@ def evaluate(
     def binary(prob: np.ndarray) -> np.ndarray:
         return postprocess(prob) if postprocess is not None else prob > threshold
 
-    entries = data.entries(split)
-    if ids is not None:
-        wanted = set(ids)
-        entries = [e for e in entries if e["id"] in wanted]
-    pairs = [(data.path / e["image"], data.path / e["mask"]) for e in entries]
-    scorer, small = SegmentationScorer(), {}
-    for entry, prob in zip(entries, predict_ensemble(learners, pairs), strict=True):
-        truth = read_mask(entry["orig_mask"])
-        size = (truth.shape[1], truth.shape[0])
+    def to_original(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if postprocess_at == "original":
-            pred = binary(to_size(prob, size, resize))
-        else:
-            small_mask = np.asarray(binary(prob), dtype=np.float32)
-            pred = to_size(small_mask, size, resize) > 0.5
+            return binary(to_size(prob, size, resize))
+        return to_size(np.asarray(binary(prob), dtype=np.float32), size, resize) > 0.5
+
+    entries = select(data, split, ids)
+    pairs = [(data.path / e["image"], data.path / e["mask"]) for e in entries]
+    return score_at_original(entries, predict_ensemble(learners, pairs), to_original, save_dir)
+
+
+def select(data: PreparedData, split: str, ids: Sequence[str] | None = None) -> list[dict]:
+    """The manifest entries of ``split``, restricted to ``ids`` when given."""
+    entries = data.entries(split)
+    if ids is None:
+        return entries
+    wanted = set(ids)
+    return [e for e in entries if e["id"] in wanted]
+
+
+def score_at_original(
+    entries: Sequence[dict],
+    predictions: Iterable[np.ndarray],
+    to_original: Callable[[np.ndarray, tuple[int, int]], np.ndarray],
+    save_dir: Path | str | None = None,
+) -> tuple[pd.DataFrame, dict, dict[str, np.ndarray]]:
+    """Score predictions made at working size against the original masks at original size.
+
+    The one scoring loop of the course: chapters (:func:`evaluate`) and the classical
+    baseline (:mod:`lessons_lib.baseline`) differ only in how they predict and how a
+    prediction returns to the original size.
+
+    Args:
+        entries: Manifest entries (``id``, ``orig_mask``), in the order of ``predictions``.
+        predictions: One map per entry at working size (probabilities or a 0/1 mask).
+        to_original: ``(map, (width, height)) -> bool mask`` at the original size.
+        save_dir: If given, the final masks are written there as ``<id>_segmentation.png``.
+
+    Returns:
+        ``(per_image, summary, small)`` as :func:`evaluate` documents.
+    """
+    scorer, small = SegmentationScorer(), {}
+    for entry, prob in zip(entries, predictions, strict=True):
+        truth = read_mask(entry["orig_mask"])
+        pred = to_original(prob, (truth.shape[1], truth.shape[0]))
         scorer.add(entry["id"], truth, pred)
         small[entry["id"]] = thumbnail(prob)
         if save_dir is not None:
