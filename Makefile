@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup book test test-fast lint format bench lab clean help
+.PHONY: setup book book-runs test test-fast lint format bench lab clean help
 
 help:
 	@echo "make book | make test | make test-fast | make lab | make bench | make lint | make format | make clean"
@@ -24,6 +24,10 @@ setup: $(STAMP)
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build book/ -W --keep-going
+
+# After full GPU runs (papermill outputs under runs/): render them instead of re-running.
+book-runs: $(STAMP)
+	$(BIN)/python -m lessons_lib.book use-runs --build
 
 # Lint, the notebook-strip check, then every test: unit tests, papermill runs of every chapter,
 # the strict book build, and nbval over every notebook.

@@ -37,3 +37,15 @@ def test_write_with_a_saver(tmp_path: Path) -> None:
 def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LESSONS_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()
+
+
+def test_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        mode = stat.S_IMODE(write_text(tmp_path / "m.json", "{}").stat().st_mode)
+    finally:
+        os.umask(mask)
+    assert mode == 0o644
