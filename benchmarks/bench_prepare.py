@@ -44,7 +44,7 @@ def naive(root: Path, size: int) -> None:
             m.convert("L").resize(target, Image.Resampling.NEAREST)
 
 
-def run(n: int = 16, size: int = 512, workers: int = 2) -> list[dict]:
+def run(n: int = 24, size: int = 512, workers: int = 2) -> list[dict]:
     """Time the naive path and ``prepare``; return table rows."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "big"

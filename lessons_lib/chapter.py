@@ -144,9 +144,12 @@ def get_data(
                 fix="pass data_dir=<the unzipped dataset folder> (README: 'Full reproduction'),"
                 " or use dataset='synthetic'",
             )
-        from lessons_lib.synth import make_dataset
+        from lessons_lib.synth import default_count, make_dataset
 
-        synth = dict(synth or {})
+        synth = {k: v for k, v in (synth or {}).items() if v is not None}
+        n = synth.setdefault("n", 40)
+        for key in ("n_valid", "n_test"):  # one folder per distinct dataset, however asked for
+            synth.setdefault(key, default_count(n))
         tag = "-".join(f"{k}{v}" for k, v in sorted(synth.items()))
         root = cache_dir() / "synthetic" / f"{tag}-seed{seed}"
         if not (root / "synth.json").is_file():

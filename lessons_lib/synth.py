@@ -37,6 +37,11 @@ _OURS = re.compile(r"^\.?ISIC_\d{7}(\.jpg|_superpixels\.png|_segmentation\.png)"
 Job = tuple[str, str, str, int, int, int, SynthConfig]
 
 
+def default_count(n: int) -> int:
+    """Validation and test images of a dataset with ``n`` training images, unless given."""
+    return max(2, n // 4)
+
+
 def _folders(split: str) -> tuple[str, str]:
     return f"ISIC-2017_{split}_Data", f"ISIC-2017_{split}_Part1_GroundTruth"
 
@@ -166,7 +171,7 @@ def make_dataset(
     """
     cfg = config if config is not None else SynthConfig()
     counts = {"Training": n, "Validation": n_valid, "Test_v2": n_test}
-    counts = {k: max(2, n // 4) if v is None else v for k, v in counts.items()}
+    counts = {k: default_count(n) if v is None else v for k, v in counts.items()}
     for name, value in [*counts.items(), ("seed", seed)]:
         if not isinstance(value, int) or value < (1 if name == "Training" else 0):
             raise DataError(f"{name} = {value!r} is not a valid count / seed", fix="use n>=1")

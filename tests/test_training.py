@@ -44,6 +44,14 @@ def test_get_data_generates_and_prepares(tiny) -> None:
     assert len(train) == 6 and len(valid) == 2
 
 
+def test_same_synthetic_data_however_it_is_asked_for(tiny) -> None:
+    root, data, *_ = tiny
+    again, prepared = chapter.get_data(
+        "synthetic", None, 48, synth={"n": 8, "size": 64, "n_valid": 2, "n_test": None}
+    )
+    assert again == root and prepared.identity == data.identity == f"synthetic:{root.name}"
+
+
 def test_get_data_needs_data_dir_for_real_datasets() -> None:
     with pytest.raises(DataError, match="needs data_dir"):
         chapter.get_data("isic2018", None, 64)

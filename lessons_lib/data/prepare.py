@@ -34,21 +34,36 @@ def working_size(width: int, height: int, size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _binary_mask_image(path: Path) -> Image.Image:
-    """A mask file as an 8-bit 0/255 image, binarised by the ISIC rule (see ``read_mask``).
+def _mask_image(path: Path) -> Image.Image:
+    """A mask file as an 8-bit image: 1-bit and 8-bit masks as stored, others binarised.
 
-    8-bit and 1-bit masks take a C-level lookup table (20-megapixel masks are common, and a
-    NumPy round trip would cost more than decoding them); other modes go through
-    :func:`~lessons_lib.data.io.read_mask` and its checks.
+    20-megapixel masks are common, so 8-bit and 1-bit masks stay in PIL (a NumPy round trip
+    would cost more than decoding them); other modes go through
+    :func:`~lessons_lib.data.io.read_mask` and its checks, as 0/255.
     """
     im = _load(_open(path), path)
     if im.mode == "1":
         return im.convert("L")
     if im.mode == "L":
-        top = im.getextrema()[1]
-        lut = [255 if (v == 1 if top <= 1 else v > 128) else 0 for v in range(256)]
-        return im.point(lut)
+        return im
     return Image.fromarray(read_mask(path).astype(np.uint8) * 255)
+
+
+def shrink_mask(mask: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """Area-average an 8-bit mask down to ``size`` and binarise it by the ISIC rule.
+
+    The average of a 0/255 mask is > 128 where more than half of the area is lesion, the same
+    mask as binarising first (value > 128) and then averaging; 0/1-valued masks are recognised.
+
+    Returns:
+        ``bool (h, w)``.
+    """
+    w, h = size
+    factor = max(1, min(mask.width // w, mask.height // h))
+    small = mask.reduce(factor) if factor > 1 else mask
+    small = small.resize((w, h), Image.Resampling.BOX) if small.size != (w, h) else small
+    arr = np.asarray(small)
+    return arr >= 1 if arr.max(initial=0) <= 1 else arr > 128
 
 
 def load_resized(image_path: Path, mask_path: Path, size: int) -> tuple[Image.Image, np.ndarray]:
@@ -57,7 +72,7 @@ def load_resized(image_path: Path, mask_path: Path, size: int) -> tuple[Image.Im
     Returns:
         ``(image, mask)``: an RGB :class:`PIL.Image.Image` and a ``bool (h, w)`` mask.
     """
-    mask = _binary_mask_image(mask_path)
+    mask = _mask_image(mask_path)
     im = _open(image_path)
     apply_exif = check_match(im, (mask.height, mask.width), image_path, mask_path)
     w, h = working_size(mask.width, mask.height, size)
@@ -68,10 +83,7 @@ def load_resized(image_path: Path, mask_path: Path, size: int) -> tuple[Image.Im
         im = ImageOps.exif_transpose(im)
     im = to_rgb(im, image_path)
     image = im.resize((w, h), Image.Resampling.LANCZOS) if im.size != (w, h) else im
-    factor = max(1, min(mask.width // w, mask.height // h))
-    small = mask.reduce(factor) if factor > 1 else mask
-    small = small.resize((w, h), Image.Resampling.BOX) if small.size != (w, h) else small
-    return image, np.asarray(small) > 127
+    return image, shrink_mask(mask, (w, h))
 
 
 def _size(path: str | Path) -> tuple[int, int]:
@@ -116,6 +128,19 @@ class PreparedData:
     def originals(self, split: str | None = None) -> list[tuple[Path, Path]]:
         """The original ``(image, mask)`` files, for evaluation at full size."""
         return [(Path(e["orig_image"]), Path(e["orig_mask"])) for e in self.entries(split)]
+
+    @property
+    def identity(self) -> str:
+        """Which images these are, for pairing per-image scores across runs.
+
+        A real ISIC dataset is its name (an ISIC id names one image everywhere); synthetic
+        data is its generator folder (whose name holds every setting and the seed); a PH2 or
+        own-folder dataset adds its folder's name.
+        """
+        root, dataset = Path(self.manifest["root"]), self.manifest["dataset"]
+        if (root / "synth.json").is_file():
+            return f"synthetic:{root.name}"
+        return dataset if dataset.startswith("isic") else f"{dataset}:{root.name}"
 
     @classmethod
     def load(cls, path: Path | str) -> PreparedData:
@@ -178,7 +203,8 @@ def prepare(
         raise DataError(f"no {dataset} images found", root, "check root and dataset")
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_one, jobs, chunksize=8))
+            chunk = max(1, len(jobs) // (4 * workers))  # small chunks keep both cores busy
+            results = list(pool.map(_one, jobs, chunksize=chunk))
     else:
         results = [_one(j) for j in jobs]
     for entry, result in zip(entries, results, strict=True):
