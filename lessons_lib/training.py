@@ -149,10 +149,15 @@ class AtomicSaveModel(SaveModelCallback):
     checkpoint is written atomically, so an interrupted run never leaves a broken file."""
 
     def _save(self, name: str) -> None:
-        dest = self.learn.path / self.learn.model_dir / f"{name}.pth"
-        with atomic_path(dest) as tmp:
-            save_model(tmp, self.learn.model, getattr(self.learn, "opt", None), self.with_opt)
-        self.last_saved_path = dest
+        self.last_saved_path = save_checkpoint(self.learn, name, self.with_opt)
+
+
+def save_checkpoint(learn: Learner, name: str, with_opt: bool = False) -> Path:
+    """Atomically save the Learner's model as ``<path>/models/<name>.pth`` (fastai's format)."""
+    dest = Path(learn.path) / learn.model_dir / f"{name}.pth"
+    with atomic_path(dest) as tmp:
+        save_model(tmp, learn.model, getattr(learn, "opt", None), with_opt)
+    return dest
 
 
 class HistoryCSV(Callback):
@@ -245,9 +250,9 @@ def fit_stage(
     lr: float | slice | Sequence[float],
     freeze: bool | None = None,
     schedule: str = "one_cycle",
-    monitor: str = "valid_loss",
+    monitor: str | None = "valid_loss",
 ) -> pd.DataFrame:
-    """Train one stage and keep its best epoch (saved as ``models/<stage>.pth``).
+    """Train one stage and keep its best (or last) epoch, saved as ``models/<stage>.pth``.
 
     Args:
         learn: From :func:`make_learner`.
@@ -257,7 +262,9 @@ def fit_stage(
         freeze: ``True`` trains only the last parameter group (the decoder), ``False``
             unfreezes all, ``None`` leaves it as it is.
         schedule: ``one_cycle`` (fastai's default policy) or ``constant``.
-        monitor: What decides the best epoch (``valid_loss`` or a metric name).
+        monitor: What decides the best epoch (``valid_loss`` or a metric name); ``None``
+            keeps the last epoch, for papers that train a fixed number of epochs and choose
+            nothing on validation data.
 
     Returns:
         This stage's rows of the history.
@@ -270,8 +277,10 @@ def fit_stage(
         learn.unfreeze()
     history = next(cb for cb in learn.cbs if isinstance(cb, HistoryCSV))
     history.stage = stage
-    comp = np.less if "loss" in monitor else np.greater
-    cbs = [AtomicSaveModel(monitor=monitor, comp=comp, fname=stage)]
+    cbs = []
+    if monitor is not None:
+        comp = np.less if "loss" in monitor else np.greater
+        cbs = [AtomicSaveModel(monitor=monitor, comp=comp, fname=stage)]
     lr_max = np.array(lr, dtype=float) if isinstance(lr, (list, tuple)) else lr
     if schedule == "one_cycle":
         learn.fit_one_cycle(epochs, lr_max, cbs=cbs)
@@ -279,4 +288,6 @@ def fit_stage(
         learn.fit(epochs, lr_max, cbs=cbs)
     else:
         raise ValueError(f"unknown schedule {schedule!r}; valid: one_cycle, constant")
+    if monitor is None:
+        save_checkpoint(learn, stage)
     return pd.DataFrame([r for r in history.rows if r["stage"] == stage])

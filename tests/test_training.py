@@ -74,6 +74,10 @@ def test_fit_stage_writes_history_and_best_checkpoint(tiny) -> None:
     assert (out / "models" / "s32.pth").is_file()
     assert not list((out / "models").glob(".*"))  # no temporary files left behind
     assert fit_stage(learn, "skip", 0, 1e-3).empty
+    last = fit_stage(learn, "last", 1, 1e-4, schedule="constant", monitor=None)
+    assert list(last["epoch"]) == [0] and (out / "models" / "last.pth").is_file()
+    saved = torch.load(out / "models" / "last.pth", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in learn.model.state_dict().items())
     with pytest.raises(ValueError, match="unknown schedule"):
         fit_stage(learn, "x", 1, 1e-3, schedule="cosine")
 
