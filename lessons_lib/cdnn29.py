@@ -13,21 +13,19 @@ Convolutional-Deconvolutional Networks", IEEE J. Biomed. Health Inform., 2019 (a
   contrast normalisation (the paper's Fig. 1).
 * :func:`training_flops`: floating-point operations of one training step per image, counted on
   PyTorch's ``meta`` device (no memory, no compute), for the chapter's cost estimate.
-* :func:`kept_epoch`: which epoch :func:`lessons_lib.training.fit_stage` kept.
 * :func:`plot_fold_histories`: learning curves of all ensemble members in one figure (the
   paper's Fig. 2 plots training and validation loss).
 * :func:`plot_ja_scatter`: per-image Jaccard of two methods against each other (the paper's
   Fig. 5), with their Pearson correlation.
+
+The figures and the bookkeeping (:func:`show_channels` and after) are in
+:mod:`lessons_lib.cdnn29_figures`; everything is importable from this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 from fastai.vision.augment import (
     AffineCoordTfm,
     PadMode,
@@ -36,14 +34,20 @@ from fastai.vision.augment import (
     aug_transforms,
     setup_aug_tfms,
 )
-from matplotlib.ticker import MaxNLocator
-from torch import Tensor, nn
+from torch import Tensor
+
+from lessons_lib.cdnn29_figures import CHANNEL_NAMES as CHANNEL_NAMES
+from lessons_lib.cdnn29_figures import (
+    plot_fold_histories,
+    plot_ja_scatter,
+    show_channels,
+    training_flops,
+)
 
 __all__ = [
     "FlipVert",
     "Shift",
     "geometric_augment",
-    "kept_epoch",
     "plot_fold_histories",
     "plot_ja_scatter",
     "shift_mat",
@@ -51,8 +55,6 @@ __all__ = [
     "training_flops",
     "vflip_mat",
 ]
-
-CHANNEL_NAMES = ("R", "G", "B", "H", "S", "V", "L")
 
 
 def vflip_mat(x: Tensor, p: float = 0.5, draw=None, batch: bool = False) -> Tensor:
@@ -178,135 +180,3 @@ def geometric_augment(
     if max_shift > 0:
         extra.append(Shift(max_shift, p=p_affine))
     return setup_aug_tfms(list(base) + extra)
-
-
-def show_channels(rgb: Tensor, low: float = 5.0, high: float = 95.0):
-    """The paper's Fig. 1: an image's seven input channels, as they are and contrast-normalised.
-
-    Args:
-        rgb: One RGB image, float in [0, 1], shape (3, H, W).
-        low: Lower percentile of the normalisation window (5 in Fig. 1).
-        high: Upper percentile (95 in Fig. 1).
-
-    Returns:
-        The figure: top row the image and its R, G, B, H, S, V, L channels; bottom row each
-        channel stretched to its [low, high] percentile window, and the RGB image rebuilt from
-        the stretched R, G, B.
-    """
-    from lessons_lib.transforms import percentile_stretch, rgb_to_cdnn7
-
-    seven = rgb_to_cdnn7(rgb.float()[None])[0]
-    stretched = percentile_stretch(seven, low, high)
-    fig, axes = plt.subplots(2, 8, figsize=(16, 4.2))
-    for row, channels in enumerate((seven, stretched)):
-        axes[row, 0].imshow(channels[:3].permute(1, 2, 0).clamp(0, 1).numpy())
-        axes[row, 0].set_title("RGB" if row == 0 else f"RGB, [{low:g}, {high:g}] window")
-        for i, name in enumerate(CHANNEL_NAMES):
-            axes[row, i + 1].imshow(channels[i].numpy(), cmap="gray", vmin=0, vmax=1)
-            axes[row, i + 1].set_title(name)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.suptitle("The seven input channels (top) and each normalised to a percentile window")
-    fig.tight_layout()
-    return fig
-
-
-def training_flops(model: nn.Module, shape: tuple[int, ...]) -> int:
-    """Floating-point operations of one forward and backward pass (multiply-add = 2).
-
-    Counted with ``torch.utils.flop_counter`` on a copy of ``model`` on the ``meta`` device, so
-    nothing is computed or allocated: instant even at the paper's input size on a CPU.
-
-    Args:
-        model: The network (not modified).
-        shape: Input shape, e.g. ``(1, 7, 192, 256)``.
-
-    Returns:
-        FLOPs of the batch (convolutions and matrix products; element-wise work not counted).
-    """
-    import copy
-
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    meta = copy.deepcopy(model).to("meta").train()
-    x = torch.empty(shape, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        meta(x).sum().backward()
-    return int(counter.get_total_flops())
-
-
-def kept_epoch(history: pd.DataFrame, monitor: str = "train_loss") -> int:
-    """The epoch ``fit_stage`` kept: the best ``monitor`` value (lowest for losses).
-
-    Args:
-        history: The stage's rows of ``history.csv`` (``fit_stage``'s return value).
-        monitor: The monitored column.
-    """
-    column = history[monitor].astype(float)
-    best = column.idxmin() if "loss" in monitor else column.idxmax()
-    return int(history.loc[best, "epoch"])
-
-
-def plot_fold_histories(histories: Mapping[str, pd.DataFrame], metric: str = "pooled_jaccard"):
-    """Training and validation loss, and a validation metric, of several models, by epoch.
-
-    Args:
-        histories: ``{label: history}`` (columns ``epoch, train_loss, valid_loss, <metric>``).
-        metric: Validation metric of the right panel.
-
-    Returns:
-        The matplotlib figure: solid lines training loss, dashed validation loss, one colour per
-        model.
-    """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for i, (label, h) in enumerate(histories.items()):
-        color = f"C{i % 10}"
-        x = np.arange(1, len(h) + 1)
-        axes[0].plot(x, h["train_loss"], "-", color=color, label=f"{label} train")
-        axes[0].plot(x, h["valid_loss"], "--", color=color, label=f"{label} valid")
-        if metric in h:
-            axes[1].plot(x, h[metric], "o-", color=color, ms=3, label=label)
-    axes[0].set_ylabel("Jaccard distance (loss)")
-    axes[1].set_ylabel(f"validation {metric}")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle("Learning curves of the ensemble members (solid: training, dashed: validation)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_ja_scatter(
-    x: pd.DataFrame, y: pd.DataFrame, x_label: str, y_label: str, column: str = "jaccard"
-):
-    """Per-image scores of two methods on the same images, one point per image (paper Fig. 5).
-
-    Args:
-        x: Per-image scores (index: image id) of the first method.
-        y: The same for the second method.
-        x_label: Axis label of the first method.
-        y_label: Axis label of the second.
-        column: Score to compare.
-
-    Returns:
-        ``(figure, r)``: the scatter plot with the diagonal, and the Pearson correlation of the
-        two methods' scores (NaN if either is constant).
-    """
-    both = pd.concat([x[column].rename("x"), y[column].rename("y")], axis=1, join="inner")
-    if both["x"].nunique() > 1 and both["y"].nunique() > 1:
-        r = float(np.corrcoef(both["x"], both["y"])[0, 1])
-    else:
-        r = float("nan")
-    fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
-    ax.scatter(both["x"], both["y"], s=14, alpha=0.7)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_aspect("equal")
-    ax.set_xlabel(f"{column} ({x_label})")
-    ax.set_ylabel(f"{column} ({y_label})")
-    ax.set_title(f"{len(both)} images, Pearson r = {r:.3f}", fontsize=9)
-    fig.tight_layout()
-    return fig, r

@@ -17,7 +17,6 @@ from lessons_lib.cdnn29 import (
     FlipVert,
     Shift,
     geometric_augment,
-    kept_epoch,
     plot_fold_histories,
     plot_ja_scatter,
     shift_mat,
@@ -83,14 +82,6 @@ def test_geometric_augment_is_one_affine_transform_and_identity_at_validation() 
     x = _ramp()
     assert torch.allclose(tfms[0](x, split_idx=1), x, atol=1e-5)
     assert len(geometric_augment(max_shift=0)[0].aff_fs) < len(tfms[0].aff_fs)
-
-
-def test_kept_epoch_follows_the_monitor() -> None:
-    h = pd.DataFrame(
-        {"epoch": [0, 1, 2, 3], "train_loss": [0.9, 0.5, 0.6, 0.55], "pooled_jaccard": [0, 1, 3, 2]}
-    )
-    assert kept_epoch(h) == 1
-    assert kept_epoch(h, "pooled_jaccard") == 2
 
 
 def test_plots() -> None:
