@@ -16,6 +16,20 @@ CHAPTERS = [nb for nb in NOTEBOOKS if nb.stem != "leaderboard"]
 OPENING = ("parameters", "profile", "seed", "out_dir")
 
 
+def _papermill(path: Path, output: Path, parameters: dict) -> None:
+    """Execute a notebook as a user would: papermill, from the notebooks folder."""
+    import papermill
+
+    papermill.execute_notebook(
+        str(path),
+        str(output),
+        parameters=parameters,
+        cwd=str(path.parent),
+        progress_bar=False,
+        kernel_name="python3",
+    )
+
+
 def _params_cell(nb) -> str:
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1, "exactly one cell tagged 'parameters'"
@@ -44,18 +58,9 @@ def test_opening_follows_the_chapter_contract(path: Path) -> None:
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_runs_under_papermill(path: Path, tmp_path: Path, monkeypatch) -> None:
-    import papermill
-
     monkeypatch.setenv("LESSONS_RUNS", str(tmp_path / "runs"))
     out = tmp_path / "out"
-    papermill.execute_notebook(
-        str(path),
-        str(tmp_path / path.name),
-        parameters={"out_dir": str(out)},
-        cwd=str(path.parent),
-        progress_bar=False,
-        kernel_name="python3",
-    )
+    _papermill(path, tmp_path / path.name, {"out_dir": str(out)})
     record = json.loads((out / "metrics.json").read_text())
     assert record["profile"] == "smoke" and record["params"]["seed"] == 0
     assert record["results"], "the run recorded no evaluation"
@@ -71,8 +76,6 @@ def test_chapter_runs_under_papermill(path: Path, tmp_path: Path, monkeypatch) -
 
 @pytest.mark.notebooks
 def test_papermill_parameters_override_the_profile(tmp_path: Path) -> None:
-    import papermill
-
     path = next(nb for nb in CHAPTERS if nb.name.startswith("002_"))
     params = {
         "out_dir": str(tmp_path / "out"),
@@ -82,14 +85,7 @@ def test_papermill_parameters_override_the_profile(tmp_path: Path) -> None:
         "lr_find_iters": 5,
         "seed": 3,
     }
-    papermill.execute_notebook(
-        str(path),
-        str(tmp_path / "o.ipynb"),
-        parameters=params,
-        cwd=str(path.parent),
-        progress_bar=False,
-        kernel_name="python3",
-    )
+    _papermill(path, tmp_path / "o.ipynb", params)
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert record["params"]["sizes"] == [32, 64] and record["params"]["seed"] == 3
     assert record["params"]["batch_size"] == [8, 8]  # still the smoke profile's value
@@ -103,8 +99,6 @@ def test_chapter_002_on_real_dermoscopy_images(
     shared_data: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """The smoke-sized chapter on the real HAM10000 sample (a user's own ``folder`` layout)."""
-    import papermill
-
     monkeypatch.setenv("LESSONS_CACHE", str(tmp_path / "cache"))
     path = next(nb for nb in CHAPTERS if nb.name.startswith("002_"))
     params = {
@@ -113,14 +107,7 @@ def test_chapter_002_on_real_dermoscopy_images(
         "n_valid": 6,
         "data_dir": str(shared_data / "ham10000-sample"),
     }
-    papermill.execute_notebook(
-        str(path),
-        str(tmp_path / "o.ipynb"),
-        parameters=params,
-        cwd=str(path.parent),
-        progress_bar=False,
-        kernel_name="python3",
-    )
+    _papermill(path, tmp_path / "o.ipynb", params)
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
     by_name = {r["name"]: r["metrics"] for r in record["results"]}
     assert by_name["random_split"]["n_images"] == 6
