@@ -181,12 +181,11 @@ class Run:
         self._mark = self.start
         write_json(self.out / "params.json", {"chapter": chapter, **self.params})
 
-    def lap(self, name: str) -> float:
-        """Record the seconds since the previous lap under ``name``."""
+    def lap(self, name: str) -> None:
+        """Record the seconds since the previous lap under ``name`` (in ``timings_s``)."""
         now = time.time()
         self.timings[name] = round(now - self._mark, 1)
         self._mark = now
-        return self.timings[name]
 
     def add_result(
         self, name: str, split: str, per_image, summary: dict, reported: dict | None = None, **extra
@@ -212,9 +211,9 @@ class Run:
             self.out / "models" / f"{name}.pth", lambda p: torch.save(model.state_dict(), p)
         )
 
-    def savefig(self, fig, name: str) -> Path:
-        """Save a matplotlib figure as ``<out>/figures/<name>.png``."""
-        return write_with(
+    def savefig(self, fig, name: str) -> None:
+        """Save a matplotlib figure as ``<out>/figures/<name>.png`` (the notebook shows it too)."""
+        write_with(
             self.out / "figures" / f"{name}.png",
             lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"),
         )

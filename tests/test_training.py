@@ -194,5 +194,6 @@ def test_figures(tiny, tmp_path: Path) -> None:
         "overlay": show_overlays(data, "valid", list(small), small, per_image),
         "hist": plot_ja_distribution({"valid": per_image}),
     }.items():
-        assert run.savefig(fig, name).stat().st_size > 1000
+        run.savefig(fig, name)
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
     assert worst_cases(per_image, k=1) == [per_image["jaccard"].idxmin()]
