@@ -10,7 +10,7 @@ Public API::
 """
 
 from lessons_lib.data.check import check_dataset
-from lessons_lib.data.io import image_size, mask_from_array, read_image, read_mask, read_pair
+from lessons_lib.data.io import mask_from_array, read_image, read_mask, read_pair
 from lessons_lib.data.layouts import (
     DATASETS,
     LAYOUTS,
@@ -32,7 +32,6 @@ __all__ = [
     "check_dataset",
     "detect_dataset",
     "find_pairs",
-    "image_size",
     "list_images",
     "mask_from_array",
     "prepare",

@@ -69,12 +69,6 @@ def exif_orientation(im: Image.Image) -> int:
         return 1
 
 
-def image_size(path: Path | str) -> tuple[int, int]:
-    """Return the stored ``(width, height)`` of an image without decoding its pixels."""
-    with _open(Path(path)) as im:
-        return im.size
-
-
 def to_rgb(im: Image.Image, path: Path) -> Image.Image:
     """Convert a decoded image to RGB, or raise when the conversion would guess colours.
 
