@@ -41,12 +41,12 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m lessons_lib.nbtools check-stripped notebooks/*.ipynb
+	$(BIN)/nbstripout --verify notebooks/*.ipynb
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
-	$(BIN)/python -m lessons_lib.nbtools strip notebooks/*.ipynb
+	$(BIN)/nbstripout notebooks/*.ipynb
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

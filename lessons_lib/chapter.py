@@ -1,13 +1,12 @@
 """What every chapter notebook does at its start and end (the chapter contract).
 
-Introduced by the fastai ResNet34 U-Net chapter (paper 002) and used by all chapters:
-
 * :func:`resolve_params` merges a chapter's ``PROFILES`` (``smoke``: CPU, synthetic data,
   tiny sizes; ``full``: the paper's settings) with the papermill parameters a user passed
   (``None`` means "the profile's value").
 * :func:`setup` seeds everything, picks the device and prints the environment.
 * :func:`get_data` generates the synthetic dataset or finds the real one, and prepares it.
-* :class:`Run` writes ``metrics.json``, per-image CSVs, weights and figures atomically.
+* :class:`Run` writes ``metrics.json`` (:class:`lessons_lib.record.RunRecord`), per-image CSVs,
+  weights and figures atomically.
 """
 
 from __future__ import annotations
@@ -16,16 +15,19 @@ import platform
 import random
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from lessons_lib.atomic import cache_dir, write_json, write_with
 from lessons_lib.data.prepare import PreparedData, prepare
 from lessons_lib.errors import DataError
+from lessons_lib.record import Result, RunRecord, comparison_table
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = ("smoke", "full")
@@ -163,19 +165,33 @@ class Run:
     """A chapter run's output folder: everything is written atomically.
 
     Args:
-        out_dir: Where outputs go.
-        chapter: Chapter id, e.g. ``"002_fastai_resnet34_unet"``.
+        out_dir: Where outputs go; default ``<runs>/<chapter>/<profile>-<dataset>``.
+        chapter: Chapter id: the notebook's file stem, e.g. ``"002_resnet34_unet"``.
         paper: Short citation of the reproduced paper.
         params: The resolved parameters (recorded in ``metrics.json``).
         env: :func:`environment`'s dictionary.
+
+    Raises:
+        ValueError: ``chapter`` names no notebook in the repository's ``notebooks/``.
     """
 
-    def __init__(self, out_dir: str | Path, chapter: str, paper: str, params: Any, env: dict):
+    def __init__(
+        self, out_dir: str | Path | None, chapter: str, paper: str, params: Any, env: dict
+    ):
+        notebooks = REPO / "notebooks"
+        if notebooks.is_dir() and not (notebooks / f"{chapter}.ipynb").is_file():
+            known = ", ".join(sorted(p.stem for p in notebooks.glob("*.ipynb")))
+            raise ValueError(
+                f"chapter id {chapter!r} is not a notebook's file stem in {notebooks}; "
+                f"known chapters: {known}"
+            )
+        self.params = dict(vars(params)) if not isinstance(params, dict) else dict(params)
+        if out_dir is None:
+            out_dir = default_out(chapter, self.params["profile"], self.params["dataset"])
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.chapter, self.paper, self.env = chapter, paper, env
-        self.params = dict(vars(params)) if not isinstance(params, dict) else dict(params)
-        self.results: list[dict] = []
+        self.results: list[Result] = []
         self.timings: dict[str, float] = {}
         self.start = time.time()
         self._mark = self.start
@@ -188,8 +204,15 @@ class Run:
         self._mark = now
 
     def add_result(
-        self, name: str, split: str, per_image, summary: dict, reported: dict | None = None, **extra
-    ) -> dict:
+        self,
+        name: str,
+        split: str,
+        per_image: pd.DataFrame,
+        summary: dict,
+        reported: dict | None = None,
+        method: str | None = None,
+        **details: Any,
+    ) -> Result:
         """Record one evaluation and write its per-image CSV.
 
         Args:
@@ -198,12 +221,22 @@ class Run:
             per_image: DataFrame of per-image scores.
             summary: Metric means, pooled scores and ``n_images``.
             reported: The paper's numbers for the same evaluation.
+            method: The method variant, when it is not the chapter's own (an ablation).
+            **details: Kept in the result's ``details``.
         """
         write_with(self.out / f"per_image_{name}.csv", lambda p: per_image.to_csv(p))
-        result = {"name": name, "split": split, "metrics": summary, "reported": reported or {}}
-        result.update(extra)
-        self.results = [r for r in self.results if r["name"] != name] + [result]
+        result = Result(name, split, dict(summary), dict(reported or {}), method, details)
+        self.results = [r for r in self.results if r.name != name] + [result]
         return result
+
+    def comparison(self, names: Sequence[str] | None = None) -> pd.DataFrame:
+        """Ours beside the paper for the evaluations ``names`` (default: those with reported
+        numbers, else all): :func:`lessons_lib.record.comparison_table`."""
+        if names is None:
+            chosen = [r for r in self.results if r.reported] or self.results
+        else:
+            chosen = [r for r in self.results if r.name in names]
+        return comparison_table(chosen)
 
     def save_weights(self, model: torch.nn.Module, name: str = "final") -> Path:
         """Save ``model``'s weights atomically as ``<out>/models/<name>.pth``."""
@@ -218,21 +251,39 @@ class Run:
             lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"),
         )
 
-    def finish(self, **extra) -> Path:
-        """Write ``metrics.json`` (parameters, results, timings, hardware, versions)."""
-        record = {
-            "chapter": self.chapter,
-            "paper": self.paper,
-            "dataset": self.params.get("dataset"),
-            "profile": self.params.get("profile"),
-            "params": self.params,
-            "results": self.results,
-            "wall_time_s": round(time.time() - self.start, 1),
-            "timings_s": self.timings,
-            "environment": self.env,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+    def finish(
+        self,
+        data_identity: str,
+        n_parameters: int | None = None,
+        weights_source: str | None = None,
+        **details: Any,
+    ) -> Path:
+        """Write ``metrics.json`` (a :class:`~lessons_lib.record.RunRecord`).
+
+        Args:
+            data_identity: Which images were used (``data.identity``).
+            n_parameters: The model's trainable parameters (``None`` for no model).
+            weights_source: Where the initial weights came from (``model.weights_source``).
+            **details: Chapter-specific figures, kept in ``details``.
+        """
+        peak = None
         if torch.cuda.is_available():
-            record["gpu_peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        record.update(extra)
-        return write_json(self.out / "metrics.json", record)
+            peak = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        record = RunRecord(
+            chapter=self.chapter,
+            paper=self.paper,
+            dataset=self.params["dataset"],
+            profile=self.params["profile"],
+            params=self.params,
+            results=self.results,
+            data_identity=data_identity,
+            n_parameters=n_parameters,
+            weights_source=weights_source,
+            wall_time_s=round(time.time() - self.start, 1),
+            timings_s=self.timings,
+            environment=self.env,
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            gpu_peak_memory_gb=peak,
+            details=details,
+        )
+        return record.write(self.out / "metrics.json")

@@ -1,34 +1,30 @@
-"""Shared fixtures: tiny datasets written on the fly, and the real samples (skipped if absent)."""
+"""Shared fixtures: tiny datasets written on the fly, and real dermoscopy samples.
+
+Real samples (a few ISIC 2017, PH2 and HAM10000 images with their masks, in their publishers'
+layouts) are not part of the repository: their licences forbid redistribution. Tests that use
+them read the folder named by ``LESSONS_SAMPLES`` and skip, saying so, when it is absent.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_pair
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLES = Path(os.environ.get("LESSONS_SAMPLES", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    """The real dermoscopy samples beside the repo (never copied into it)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real samples not present at {SHARED_DATA} (team-internal data)")
-    return SHARED_DATA
-
-
-def write_pair(image: Path, mask: Path, w: int = 40, h: int = 30, seed: int = 0) -> None:
-    """Write a random RGB image and a 0/255 elliptical mask of size ``w x h``."""
-    rng = np.random.default_rng(seed)
-    image.parent.mkdir(parents=True, exist_ok=True)
-    mask.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(image)
-    yy, xx = np.mgrid[:h, :w]
-    m = ((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2 < 1
-    Image.fromarray(m.astype(np.uint8) * 255).save(mask)
+def samples() -> Path:
+    """The folder of real dermoscopy samples (``$LESSONS_SAMPLES``), never copied into the repo."""
+    if not SAMPLES.is_dir():
+        pytest.skip(f"real-data samples not found at {SAMPLES}; set LESSONS_SAMPLES to run it")
+    return SAMPLES
 
 
 @pytest.fixture
@@ -46,3 +42,52 @@ def isic2017_root(tmp_path: Path) -> Path:
             n += 1
         (data / f"ISIC-2017_{split}_Data_metadata.csv").write_text("image_id,age\n")
     return root
+
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+CHAPTERS = [nb for nb in NOTEBOOKS if nb.stem != "leaderboard"]  # the leaderboard reads runs
+
+
+def papermill(path: Path, output: Path, parameters: dict, env: dict | None = None) -> None:
+    """Execute a notebook as a user would: papermill, from the notebooks folder.
+
+    ``env`` is set for the kernel (it inherits this process's environment) and restored after.
+    """
+    import papermill as pm
+
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        pm.execute_notebook(
+            str(path),
+            str(output),
+            parameters=parameters,
+            cwd=str(path.parent),
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def chapter_runs(tmp_path_factory) -> dict[str, Path]:
+    """Every chapter executed once by papermill at its defaults, as ``make book`` would.
+
+    The runs go to ``<tmp>/runs`` (as ``$LESSONS_RUNS``), the executed notebooks to
+    ``<tmp>/executed/<chapter>.ipynb``. The papermill tests check them and the book test renders
+    them instead of executing the chapters a second time (nbval is the other execution).
+
+    Returns:
+        ``{"runs": ..., "executed": ...}``.
+    """
+    root = tmp_path_factory.mktemp("chapter_runs")
+    runs, executed = root / "runs", root / "executed"
+    executed.mkdir()
+    for path in CHAPTERS:
+        papermill(path, executed / path.name, {}, env={"LESSONS_RUNS": str(runs)})
+    return {"runs": runs, "executed": executed}

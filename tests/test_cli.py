@@ -1,4 +1,4 @@
-"""python -m lessons_lib: data synth / prepare / check, score, and the notebook stripper."""
+"""python -m lessons_lib: data synth / prepare / check, and score."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from lessons_lib.cli import main
-from lessons_lib.nbtools import dirty_cells
-from lessons_lib.nbtools import main as nbtools_main
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +86,3 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert (
         proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
     )
-
-
-def test_nbtools_strip_and_check(tmp_path: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("1 + 1")
-    cell.outputs = [
-        nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=1)
-    ]
-    cell.execution_count = 1
-    nb.cells.append(cell)
-    path = tmp_path / "a.ipynb"
-    nbformat.write(nb, path)
-    assert nbtools_main(["check-stripped", str(path)]) == 1
-    assert nbtools_main(["strip", str(path)]) == 0
-    assert dirty_cells(nbformat.read(path, as_version=4)) == []
-    assert nbtools_main(["check-stripped", str(path)]) == 0

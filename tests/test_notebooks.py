@@ -1,33 +1,22 @@
-"""Every chapter notebook runs under papermill, at its defaults and with parameters.
+"""Every chapter notebook: its opening, its imports, and papermill runs at its defaults and with
+parameters.
 
-(nbval runs them too: ``pytest --nbval-lax notebooks/``, part of ``make test``.)
+The default runs are the session fixture ``chapter_runs`` (tests/conftest.py), executed once and
+also rendered by the book test; nbval executes each notebook a second time (``make test``).
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import CHAPTERS, NOTEBOOKS, papermill
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-CHAPTERS = [nb for nb in NOTEBOOKS if nb.stem != "leaderboard"]
 OPENING = ("parameters", "profile", "seed", "out_dir")
-
-
-def _papermill(path: Path, output: Path, parameters: dict) -> None:
-    """Execute a notebook as a user would: papermill, from the notebooks folder."""
-    import papermill
-
-    papermill.execute_notebook(
-        str(path),
-        str(output),
-        parameters=parameters,
-        cwd=str(path.parent),
-        progress_bar=False,
-        kernel_name="python3",
-    )
 
 
 def _params_cell(nb) -> str:
@@ -55,13 +44,35 @@ def test_opening_follows_the_chapter_contract(path: Path) -> None:
         assert "## Deviations from the paper" in text
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_import_cells_import(path: Path) -> None:
+    """Every ``import``/``from`` line of a notebook runs: a broken import fails in seconds."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+            continue
+        tree = ast.parse(re.sub(r"^\s*[%!].*$", "", cell.source, flags=re.M))
+        imports = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        if imports:
+            exec(compile(ast.Module(body=imports, type_ignores=[]), path.name, "exec"), {})
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_id_is_the_file_stem(path: Path) -> None:
+    text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+    ids = re.findall(r'^CHAPTER = "([^"]+)"', text, flags=re.M)
+    assert ids in ([], [path.stem]), f"CHAPTER must be {path.stem!r}, got {ids}"
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_runs_under_papermill(path: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("LESSONS_RUNS", str(tmp_path / "runs"))
-    out = tmp_path / "out"
-    _papermill(path, tmp_path / path.name, {"out_dir": str(out)})
+def test_chapter_runs_under_papermill(path: Path, chapter_runs: dict[str, Path]) -> None:
+    assert (chapter_runs["executed"] / path.name).is_file()
+    runs = [p.parent for p in chapter_runs["runs"].glob(f"{path.stem}/*/metrics.json")]
+    assert len(runs) == 1, f"expected one run of {path.stem}, found {runs}"
+    out = runs[0]
     record = json.loads((out / "metrics.json").read_text())
+    assert record["chapter"] == path.stem
     assert record["profile"] == "smoke" and record["params"]["seed"] == 0
     assert record["results"], "the run recorded no evaluation"
     for result in record["results"]:
@@ -85,7 +96,7 @@ def test_papermill_parameters_override_the_profile(tmp_path: Path) -> None:
         "lr_find_iters": 5,
         "seed": 3,
     }
-    _papermill(path, tmp_path / "o.ipynb", params)
+    papermill(path, tmp_path / "o.ipynb", params)
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert record["params"]["sizes"] == [32, 64] and record["params"]["seed"] == 3
     assert record["params"]["batch_size"] == [8, 8]  # still the smoke profile's value
@@ -95,9 +106,7 @@ def test_papermill_parameters_override_the_profile(tmp_path: Path) -> None:
 
 @pytest.mark.notebooks
 @pytest.mark.realdata
-def test_chapter_002_on_real_dermoscopy_images(
-    shared_data: Path, tmp_path: Path, monkeypatch
-) -> None:
+def test_chapter_002_on_real_dermoscopy_images(samples: Path, tmp_path: Path, monkeypatch) -> None:
     """The smoke-sized chapter on the real HAM10000 sample (a user's own ``folder`` layout)."""
     monkeypatch.setenv("LESSONS_CACHE", str(tmp_path / "cache"))
     path = next(nb for nb in CHAPTERS if nb.name.startswith("002_"))
@@ -105,9 +114,9 @@ def test_chapter_002_on_real_dermoscopy_images(
         "out_dir": str(tmp_path / "out"),
         "dataset": "folder",
         "n_valid": 6,
-        "data_dir": str(shared_data / "ham10000-sample"),
+        "data_dir": str(samples / "ham10000-sample"),
     }
-    _papermill(path, tmp_path / "o.ipynb", params)
+    papermill(path, tmp_path / "o.ipynb", params)
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
     by_name = {r["name"]: r["metrics"] for r in record["results"]}
     assert by_name["random_split"]["n_images"] == 6

@@ -1,6 +1,6 @@
 """Reading dermoscopy images and lesion masks, with errors that name the file and the fix.
 
-Introduced in the "Data and metrics" chapter. Every reader here turns the many ways a
+Every reader here turns the many ways a
 download can go wrong (truncated JPEGs, RGB or 16-bit masks, EXIF-rotated photographs,
 decompression bombs) into a :class:`~lessons_lib.errors.DataError`, or handles the case when
 the fix is unambiguous (see the README's "Data" section for the list).
@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lessons_lib.errors import DataError
+from lessons_lib.metrics.functional import binarise
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -140,15 +141,10 @@ def mask_from_array(arr: np.ndarray, path: Path | str = "<array>") -> np.ndarray
     Returns:
         ``bool`` array of shape ``(H, W)``.
     """
-    if arr.dtype == bool:
-        return arr
     if arr.ndim != 2:
         raise DataError(f"mask must be 2-D, got shape {arr.shape}", path, "save it as greyscale")
-    top = int(arr.max()) if arr.size else 0
-    if top <= 1:
-        return arr == 1
-    if arr.dtype == np.uint8:
-        return arr > 128
+    if arr.dtype in (np.bool_, np.uint8) or (arr.size and int(arr.max()) <= 1):
+        return binarise(arr, str(path))
     values = np.unique(arr)
     if values.size == 2 and values[0] == 0:
         return arr == values[1]

@@ -1,6 +1,6 @@
 """Dataset layouts exactly as their publishers distribute them, and :func:`find_pairs`.
 
-Introduced in the "Data and metrics" chapter. Each layout maps a split (``train``,
+Each layout maps a split (``train``,
 ``valid``, ``test``) to an image folder and a ground-truth folder below the dataset root;
 PH2 and a user's own ``folder`` data have no official split and get a seeded one
 (:mod:`lessons_lib.data.split`).

@@ -1,6 +1,6 @@
 """Resize a dataset once into a cache at a working resolution.
 
-Introduced in the "Data and metrics" chapter. ISIC images are up to 20 megapixels; decoding
+ISIC images are up to 20 megapixels; decoding
 them in every epoch would make the CPU, not the GPU, the bottleneck. :func:`prepare` decodes
 each image once, using JPEG *draft mode* (the decoder's own 1/2, 1/4 or 1/8 scaling, which
 skips most of the inverse DCT work), resizes it so that its shorter side is ``size`` pixels

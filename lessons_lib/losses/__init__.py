@@ -9,29 +9,23 @@ function               module                paper
 ``nll_epe``, ``epe``   ``NLLEPELoss``        Sarker et al. 2018, Eqs. (1)-(3)
 =====================  ====================  ========================================
 
-Conventions shared by every loss here:
+Every loss is a :class:`~lessons_lib.losses.base.SegmentationLoss`: it declares how the
+network's output becomes a probability (``output_activation``: ``sigmoid``, ``softmax`` or
+``none``), refuses outputs whose channel count does not fit, and works as a fastai ``loss_func``
+(``activation``, ``decodes`` and the ``reduction`` fastai sets in ``get_preds``). The loss is
+computed per image, then reduced over the batch by ``reduction`` (``"mean"``, ``"sum"`` or
+``"none"``).
 
-* Inputs are raw model outputs (logits) of shape (N, C, H, W); binary losses also take
-  (N, H, W). Targets are masks of shape (N, H, W) (what fastai's ``MaskBlock`` yields) or
-  (N, 1, H, W), with 1 = lesion.
-* The loss is computed per image, then reduced over the batch by ``reduction``: ``"mean"``
-  (default), ``"sum"`` or ``"none"`` (one value per image, shape (N,)). Since images in a batch
-  have the same size, the mean of per-image pixel means is the mean over all pixels.
-* Modules work as a fastai ``loss_func``: they have a ``reduction`` attribute (which fastai sets
-  to ``"none"`` in ``get_preds(with_loss=True)``), ``activation(x)`` (logits to probabilities,
-  applied by ``get_preds``) and ``decodes(p)`` (probabilities to an (N, H, W) long mask; fastai
-  applies it to the *activated* predictions, so binary losses threshold probabilities at
-  ``thresh``, not logits at 0).
-
-Layout: :mod:`~lessons_lib.losses.cross_entropy` (CE, BCE), :mod:`~lessons_lib.losses.jaccard`,
-:mod:`~lessons_lib.losses.nll_epe` (NLL + EPE) and the shared helpers of ``_common``; every public
-name is re-exported here, with the :data:`LOSSES` registry and :func:`get_loss`.
+Layout: :mod:`~lessons_lib.losses.base` (the contract), :mod:`~lessons_lib.losses.cross_entropy`
+(CE, BCE), :mod:`~lessons_lib.losses.jaccard`, :mod:`~lessons_lib.losses.nll_epe` (NLL + EPE);
+every public name is re-exported here, with the :data:`LOSSES` registry and :func:`get_loss`.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from lessons_lib.losses.base import SegmentationLoss, activate, foreground
 from lessons_lib.losses.cross_entropy import (
     BCEWithLogits2d,
     CrossEntropy2d,
@@ -47,6 +41,9 @@ __all__ = [
     "CrossEntropy2d",
     "JaccardDistance",
     "NLLEPELoss",
+    "SegmentationLoss",
+    "activate",
+    "foreground",
     "bce_with_logits",
     "cross_entropy_2d",
     "epe",

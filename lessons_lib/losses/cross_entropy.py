@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from lessons_lib.losses._common import (
-    _check_reduction,
-    _decode_binary,
-    _labels,
-    _logits_4d,
-    _mask,
-    _plain,
-    _reduce,
+from lessons_lib.losses.base import (
+    SegmentationLoss,
+    class_labels,
+    logits_4d,
+    mask_3d,
+    plain,
+    reduce_images,
 )
 
 __all__ = ["BCEWithLogits2d", "CrossEntropy2d", "bce_with_logits", "cross_entropy_2d"]
@@ -48,20 +47,22 @@ def cross_entropy_2d(logits: Tensor, target: Tensor, reduction: str = "mean") ->
         A scalar, or (N,) per-image losses if ``reduction="none"``. With ``"mean"`` it equals
         ``F.cross_entropy(logits, target)``.
     """
-    logits = _logits_4d(logits, "cross_entropy_2d")
+    logits = logits_4d(logits, "cross_entropy_2d")
     if logits.shape[1] < 2:
         raise ValueError(
             f"cross_entropy_2d: needs C >= 2 classes, got C = {logits.shape[1]}; "
             "use bce_with_logits for a 1-channel output"
         )
     n, _, h, w = logits.shape
-    target = _labels(target, torch.Size((n, h, w)), "cross_entropy_2d")
+    target = class_labels(target, torch.Size((n, h, w)), "cross_entropy_2d")
     per_pixel = F.cross_entropy(logits, target, reduction="none")
-    return _reduce(per_pixel.mean(dim=(1, 2)), reduction)
+    return reduce_images(per_pixel.mean(dim=(1, 2)), reduction)
 
 
-class CrossEntropy2d(nn.Module):
+class CrossEntropy2d(SegmentationLoss):
     """Module form of :func:`cross_entropy_2d` (Ramachandram & DeVries 2017; Qi et al. 2017).
+
+    The output is class scores (``output_activation = "softmax"``).
 
     Args:
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` over the images of the batch.
@@ -71,19 +72,13 @@ class CrossEntropy2d(nn.Module):
         ``activation``: (N, C, H, W) softmax. ``decodes``: (N, H, W) argmax.
     """
 
+    activations = ("softmax",)
+
     def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        _check_reduction(reduction)
-        self.reduction = reduction
+        super().__init__("softmax", reduction=reduction)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return cross_entropy_2d(logits, target, self.reduction)
-
-    def activation(self, logits: Tensor) -> Tensor:
-        return _plain(logits).softmax(dim=1)
-
-    def decodes(self, probs: Tensor) -> Tensor:
-        return _plain(probs).argmax(dim=1)
 
 
 # ----------------------------------------------------------------------------- BCE
@@ -107,7 +102,7 @@ def bce_with_logits(logits: Tensor, target: Tensor, reduction: str = "mean") -> 
         A scalar, or (N,) per-image losses. With ``"mean"`` it equals
         ``F.binary_cross_entropy_with_logits`` on the flattened tensors.
     """
-    logits = _plain(logits)
+    logits = plain(logits)
     if logits.ndim == 4 and logits.shape[1] == 1:
         logits = logits[:, 0]
     if logits.ndim != 3:
@@ -115,13 +110,15 @@ def bce_with_logits(logits: Tensor, target: Tensor, reduction: str = "mean") -> 
             f"bce_with_logits: logits must be (N, 1, H, W) or (N, H, W), "
             f"got shape {tuple(logits.shape)}"
         )
-    target = _mask(target, logits.shape, "bce_with_logits").to(logits.dtype)
+    target = mask_3d(target, logits.shape, "bce_with_logits").to(logits.dtype)
     per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    return _reduce(per_pixel.mean(dim=(1, 2)), reduction)
+    return reduce_images(per_pixel.mean(dim=(1, 2)), reduction)
 
 
-class BCEWithLogits2d(nn.Module):
+class BCEWithLogits2d(SegmentationLoss):
     """Module form of :func:`bce_with_logits` (Raghunath & Nofallah 2018).
+
+    The output is one logit per pixel (``output_activation = "sigmoid"``).
 
     Args:
         thresh: Probability above which ``decodes`` calls a pixel lesion.
@@ -129,20 +126,13 @@ class BCEWithLogits2d(nn.Module):
 
     Shape:
         logits: (N, 1, H, W) or (N, H, W). target: (N, H, W) or (N, 1, H, W).
-        ``activation``: sigmoid, same shape. ``decodes``: (N, H, W) long.
+        ``activation``: (N, 1, H, W) sigmoid. ``decodes``: (N, H, W) long.
     """
 
+    activations = ("sigmoid",)
+
     def __init__(self, thresh: float = 0.5, reduction: str = "mean") -> None:
-        super().__init__()
-        _check_reduction(reduction)
-        self.thresh = thresh
-        self.reduction = reduction
+        super().__init__("sigmoid", thresh, reduction)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return bce_with_logits(logits, target, self.reduction)
-
-    def activation(self, logits: Tensor) -> Tensor:
-        return torch.sigmoid(_plain(logits))
-
-    def decodes(self, probs: Tensor) -> Tensor:
-        return _decode_binary(probs, self.thresh)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from lessons_lib.losses._common import (
-    _activate_binary,
-    _check_reduction,
-    _decode_binary,
-    _foreground_prob,
-    _mask,
-    _plain,
-    _reduce,
+from lessons_lib.losses.base import (
+    SegmentationLoss,
+    activate,
+    check_reduction,
+    foreground,
+    mask_3d,
+    reduce_images,
 )
 
 __all__ = ["JaccardDistance", "jaccard_distance"]
@@ -20,7 +19,7 @@ __all__ = ["JaccardDistance", "jaccard_distance"]
 def jaccard_distance(
     probs_or_logits: Tensor,
     target: Tensor,
-    from_logits: bool = True,
+    activation: str = "sigmoid",
     eps: float = 1.0,
     per_image: bool = True,
     reduction: str = "mean",
@@ -42,10 +41,10 @@ def jaccard_distance(
     are empty, and is negligible next to the sums of a real image.
 
     Args:
-        probs_or_logits: Lesion logits (``from_logits=True``) or probabilities; a 2-channel input
-            uses channel 1 (after softmax if ``from_logits``).
+        probs_or_logits: The network's output: lesion logits (``"sigmoid"``), class scores
+            (``"softmax"``: channel 1 is the lesion) or probabilities (``"none"``).
         target: Lesion mask, 0/1 or soft in [0, 1].
-        from_logits: Apply sigmoid (1 channel) or softmax (2 channels) first.
+        activation: The output's activation (:data:`lessons_lib.losses.base.ACTIVATIONS`).
         eps: Smoothing term, >= 0.
         per_image: Distance per image (True) or over the whole batch (False).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``"none"`` needs ``per_image``).
@@ -58,58 +57,52 @@ def jaccard_distance(
         A scalar in [0, 1], or (N,) per-image distances.
     """
     _check_jaccard_args(eps, per_image, reduction)
-    p = _foreground_prob(probs_or_logits, from_logits, "jaccard_distance")
-    t = _mask(target, p.shape, "jaccard_distance").to(p.dtype)
+    p = foreground(activate(probs_or_logits, activation))
+    t = mask_3d(target, p.shape, "jaccard_distance").to(p.dtype)
     dims = (1, 2) if per_image else (0, 1, 2)
     inter = (t * p).sum(dims)
     union = (t * t).sum(dims) + (p * p).sum(dims) - inter
     dist = 1 - (inter + eps) / (union + eps)
-    return _reduce(dist, reduction) if per_image else dist
+    return reduce_images(dist, reduction) if per_image else dist
 
 
 def _check_jaccard_args(eps: float, per_image: bool, reduction: str) -> None:
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if eps < 0:
         raise ValueError(f"jaccard_distance: eps must be >= 0, got {eps}")
     if not per_image and reduction == "none":
         raise ValueError("jaccard_distance: reduction='none' needs per_image=True")
 
 
-class JaccardDistance(nn.Module):
+class JaccardDistance(SegmentationLoss):
     """Module form of :func:`jaccard_distance` (Yuan & Lo 2017, Eq. (1)).
 
     Args:
-        from_logits: Input is logits (True, what fastai models give) or probabilities.
+        output_activation: How the network output becomes a probability: ``"sigmoid"`` (one
+            logit per pixel, CDNN-29's output), ``"softmax"`` (class scores) or ``"none"``.
         eps: Smoothing term added to numerator and denominator.
         per_image: Distance per image, then averaged (True), or over the whole batch.
-        thresh: Probability above which ``decodes`` calls a pixel lesion (1-channel input).
+        thresh: Probability above which ``decodes`` calls a pixel lesion (1-channel output).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Shape:
-        input: (N, H, W), (N, 1, H, W) or (N, 2, H, W). target: (N, H, W) or (N, 1, H, W).
-        ``activation``: sigmoid (softmax for 2 channels). ``decodes``: (N, H, W) long.
+        input: (N, H, W) or (N, 1, H, W) (sigmoid), (N, C, H, W) (softmax). target: (N, H, W)
+        or (N, 1, H, W).
     """
 
     def __init__(
         self,
-        from_logits: bool = True,
+        output_activation: str = "sigmoid",
         eps: float = 1.0,
         per_image: bool = True,
         thresh: float = 0.5,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(output_activation, thresh, reduction)
         _check_jaccard_args(eps, per_image, reduction)
-        self.from_logits, self.eps, self.per_image = from_logits, eps, per_image
-        self.thresh, self.reduction = thresh, reduction
+        self.eps, self.per_image = eps, per_image
 
-    def forward(self, probs_or_logits: Tensor, target: Tensor) -> Tensor:
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
         return jaccard_distance(
-            probs_or_logits, target, self.from_logits, self.eps, self.per_image, self.reduction
+            output, target, self.output_activation, self.eps, self.per_image, self.reduction
         )
-
-    def activation(self, x: Tensor) -> Tensor:
-        return _activate_binary(x) if self.from_logits else _plain(x)
-
-    def decodes(self, probs: Tensor) -> Tensor:
-        return _decode_binary(probs, self.thresh)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from lessons_lib.losses._common import (
-    _check_reduction,
-    _foreground_prob,
-    _labels,
-    _logits_4d,
-    _mask,
-    _plain,
-    _reduce,
+from lessons_lib.losses.base import (
+    SegmentationLoss,
+    activate,
+    class_labels,
+    foreground,
+    logits_4d,
+    mask_3d,
+    reduce_images,
 )
 
 __all__ = ["NLLEPELoss", "epe", "nll_epe"]
@@ -50,20 +50,21 @@ def epe(pred_prob: Tensor, target: Tensor, eps: float = 1e-6, reduction: str = "
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` over the images of the batch.
 
     Shape:
-        pred_prob: (N, H, W) or (N, 1, H, W). target: (N, H, W) or (N, 1, H, W).
+        pred_prob: (N, H, W), (N, 1, H, W) or (N, 2, H, W) probabilities.
+        target: (N, H, W) or (N, 1, H, W).
 
     Returns:
         A scalar >= 0, or (N,) per-image values.
     """
     if eps <= 0:
         raise ValueError(f"epe: eps must be > 0, got {eps}")
-    m = _foreground_prob(pred_prob, from_logits=False, loss="epe")
-    g = _mask(target, m.shape, "epe").to(m.dtype)
+    m = foreground(activate(pred_prob, "none"))
+    g = mask_3d(target, m.shape, "epe").to(m.dtype)
     mx, my = _derivatives(m)
     gx, gy = _derivatives(g)
     sq = (mx - gx) ** 2 + (my - gy) ** 2
     per_pixel = torch.sqrt(sq + eps) - eps**0.5
-    return _reduce(per_pixel.mean(dim=(1, 2)), reduction)
+    return reduce_images(per_pixel.mean(dim=(1, 2)), reduction)
 
 
 def nll_epe(
@@ -97,24 +98,27 @@ def nll_epe(
     Returns:
         A scalar, or (N,) per-image losses.
     """
-    x = _logits_4d(log_probs_or_logits, "nll_epe")
+    x = logits_4d(log_probs_or_logits, "nll_epe")
     if x.shape[1] != 2:
         raise ValueError(f"nll_epe: needs 2-class logits (N, 2, H, W), got C = {x.shape[1]}")
     if alpha < 0:
         raise ValueError(f"nll_epe: alpha must be >= 0, got {alpha}")
     n, _, h, w = x.shape
-    target = _labels(target, torch.Size((n, h, w)), "nll_epe")
+    target = class_labels(target, torch.Size((n, h, w)), "nll_epe")
     log_p = F.log_softmax(x, dim=1)
     nll = F.nll_loss(log_p, target, reduction="none").mean(dim=(1, 2))
     content = epe(log_p[:, 1].exp(), target, eps=eps, reduction="none")
-    return _reduce(nll + alpha * content, reduction)
+    return reduce_images(nll + alpha * content, reduction)
 
 
-class NLLEPELoss(nn.Module):
+class NLLEPELoss(SegmentationLoss):
     """Module form of :func:`nll_epe` (Sarker et al. 2018, SLSDeep, Eq. (3)).
 
+    The output is two class scores, logits or log-probabilities
+    (``output_activation = "softmax"``).
+
     Args:
-        alpha: Weight of the EPE term (paper: 0.5).
+        alpha: Weight of the EPE term (paper: 0.5; 0 is the SLSDeep-EPE ablation).
         eps: See :func:`epe`.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
@@ -123,18 +127,13 @@ class NLLEPELoss(nn.Module):
         ``activation``: (N, 2, H, W) softmax. ``decodes``: (N, H, W) argmax.
     """
 
+    activations = ("softmax",)
+
     def __init__(self, alpha: float = 0.5, eps: float = 1e-6, reduction: str = "mean") -> None:
-        super().__init__()
-        _check_reduction(reduction)
+        super().__init__("softmax", reduction=reduction)
         if alpha < 0:
             raise ValueError(f"NLLEPELoss: alpha must be >= 0, got {alpha}")
-        self.alpha, self.eps, self.reduction = alpha, eps, reduction
+        self.alpha, self.eps = alpha, eps
 
     def forward(self, log_probs_or_logits: Tensor, target: Tensor) -> Tensor:
         return nll_epe(log_probs_or_logits, target, self.alpha, self.eps, self.reduction)
-
-    def activation(self, x: Tensor) -> Tensor:
-        return _plain(x).softmax(dim=1)
-
-    def decodes(self, probs: Tensor) -> Tensor:
-        return _plain(probs).argmax(dim=1)

@@ -27,8 +27,10 @@ from lessons_lib.metrics.files import (
 )
 from lessons_lib.metrics.functional import (
     JACCARD_THRESHOLD,
+    METRIC_LABELS,
     METRIC_NAMES,
     accuracy,
+    binarise,
     confusion,
     dice,
     jaccard,
@@ -42,9 +44,11 @@ from lessons_lib.metrics.scorer import SegmentationScorer
 
 __all__ = [
     "JACCARD_THRESHOLD",
+    "METRIC_LABELS",
     "METRIC_NAMES",
     "SegmentationScorer",
     "accuracy",
+    "binarise",
     "confusion",
     "dice",
     "jaccard",

@@ -136,7 +136,7 @@ def score_dirs_scorer(truth_dir: Path | str, pred_dir: Path | str) -> Segmentati
                 path=pred_file,
                 fix="resize the prediction to the original image size (nearest neighbour)",
             )
-        scorer.add_counts(match.group(0), **confusion(truth > 128, pred > 128))
+        scorer.add_counts(match.group(0), **confusion(truth, pred))
     if not len(scorer):
         raise DataError("no ground-truth masks found", path=truth_dir, fix="check the path")
     return scorer

@@ -20,7 +20,9 @@ import numpy as np
 
 __all__ = [
     "JACCARD_THRESHOLD",
+    "METRIC_LABELS",
     "METRIC_NAMES",
+    "binarise",
     "accuracy",
     "confusion",
     "dice",
@@ -38,8 +40,20 @@ METRIC_NAMES = ("accuracy", "sensitivity", "specificity", "dice", "jaccard", "th
 JACCARD_THRESHOLD = 0.65
 """ISIC 2018 Task 1: an image whose Jaccard index is below this scores 0."""
 
+METRIC_LABELS = {
+    "jaccard": "JA",
+    "threshold_jaccard": "thresholded JA",
+    "dice": "Dice",
+    "accuracy": "AC",
+    "sensitivity": "SE",
+    "specificity": "SP",
+    "pooled_jaccard": "pooled JA",
+    "pooled_dice": "pooled Dice",
+}
+"""Short names of the metrics, as the challenge reports and the papers' tables print them."""
 
-def _binarise(mask: object, name: str) -> np.ndarray:
+
+def binarise(mask: object, name: str = "mask") -> np.ndarray:
     """Turn a mask into a boolean lesion map.
 
     Rule: ``bool`` arrays are used as-is. Integer arrays whose values all lie in {0, 1} are read
@@ -88,8 +102,8 @@ def confusion(truth: object, pred: object) -> dict[str, int]:
     truth_shape, pred_shape = np.shape(truth), np.shape(pred)
     if truth_shape != pred_shape:
         raise ValueError(f"shape mismatch: truth {truth_shape} vs prediction {pred_shape}")
-    t = _binarise(truth, "truth")
-    p = _binarise(pred, "prediction")
+    t = binarise(truth, "truth")
+    p = binarise(pred, "prediction")
     tp = int(np.count_nonzero(t & p))
     n_truth, n_pred = int(np.count_nonzero(t)), int(np.count_nonzero(p))
     fn, fp = n_truth - tp, n_pred - tp

@@ -1,16 +1,24 @@
 """Model registry: build any chapter's network by name.
 
-Each chapter registers its architecture under a short name with :func:`register`;
-:func:`build_model` builds it and, for an unknown name, lists the valid ones (the
+One module per network, named after it (``cdnn29``, ``resnet34_unet``, ``lesionseg``,
+``slsdeep``, ``vgg16_fcn``), registers its builder with :func:`register`; :func:`build_model`
+builds it by name and, for an unknown name or argument, lists the valid ones (the
 segmentation_models.pytorch convention). Builders take keyword arguments only, at least
-``in_channels`` and ``n_out``; ``pretrained`` where an ImageNet encoder exists.
+``in_channels`` and ``n_out``; ``pretrained`` where an ImageNet encoder exists
+(:mod:`~lessons_lib.models.pretrained`). :mod:`~lessons_lib.models.complexity` counts
+parameters and FLOPs.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
+
+from lessons_lib.models.complexity import count_flops, count_parameters
+
+__all__ = ["MODELS", "build_model", "count_flops", "count_parameters", "register"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -43,12 +51,14 @@ def build_model(name: str, **kwargs) -> nn.Module:
     _load_all()
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**kwargs)
-
-
-def count_parameters(model: nn.Module, trainable: bool = True) -> int:
-    """Number of (trainable) parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+    builder = MODELS[name]
+    valid = inspect.signature(builder).parameters
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"{name}: unknown argument(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+    return builder(**kwargs)
 
 
 def _load_all() -> None:

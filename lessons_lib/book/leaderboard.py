@@ -1,0 +1,302 @@
+"""Every chapter run in one table, beside the papers' numbers (the book's Leaderboard chapter).
+
+A chapter run (:class:`lessons_lib.chapter.Run`) leaves ``metrics.json`` (a
+:class:`lessons_lib.record.RunRecord`) and one ``per_image_<evaluation>.csv`` per evaluation in
+``<runs>/<chapter>/<profile>-<dataset>/``. This module reads whatever runs exist, smoke or full:
+
+* :func:`collect_runs`: one row per (run, evaluation) with the metric means, image count,
+  wall time, parameter count and a settings summary; missing or corrupt files are skipped with
+  a :class:`RunWarning` that names them. :func:`filter_runs`, :func:`headline` and
+  :func:`labels` select and name its rows.
+* :func:`leaderboard_table` and :func:`reported_table`: the book's tables (ours, and ours beside
+  the paper's reported numbers).
+* :func:`load_per_image`, :func:`paired_scores`, :func:`best_pair`: per-image scores, and two
+  evaluations' scores on the images they share (for :func:`lessons_lib.viz.plot_pair`).
+* :func:`worst_table`: the worst images of each evaluation.
+
+Figures of these tables are :func:`lessons_lib.viz.plot_ja_distribution` and
+:func:`lessons_lib.viz.plot_pair`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lessons_lib.metrics import METRIC_LABELS as LABELS
+from lessons_lib.record import REPORTED_METRICS, RecordError, Result, RunRecord, comparison_rows
+
+METRICS = REPORTED_METRICS
+"""The metric columns of :func:`collect_runs`."""
+
+# Parameters left out of the settings summary: paths and bookkeeping, not the method.
+_NOT_SETTINGS = {"profile", "dataset", "data_dir", "out_dir", "workers"}
+
+
+class RunWarning(UserWarning):
+    """A run folder that could not be read (the message names the file)."""
+
+
+def _warn(path: Path, why: str) -> None:
+    warnings.warn(f"skipping {path}: {why}", RunWarning, stacklevel=3)
+
+
+def _settings(params: Mapping[str, Any]) -> str:
+    """A short ``key=value`` summary of a run's method settings."""
+    parts = []
+    for key, value in params.items():
+        if key in _NOT_SETTINGS or value is None:
+            continue
+        text = json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
+        parts.append(f"{key}={text if len(text) <= 40 else text[:37] + '...'}")
+    return ", ".join(parts)
+
+
+def read_records(runs_dir: str | Path | None = None) -> list[tuple[Path, RunRecord]]:
+    """Every readable ``metrics.json`` under ``runs_dir`` with its path, in path order.
+
+    Args:
+        runs_dir: Folder searched recursively; default :func:`lessons_lib.chapter.runs_dir`
+            (``$LESSONS_RUNS`` or ``<repository>/runs``).
+
+    A file that is not a current :class:`~lessons_lib.record.RunRecord` (unreadable, not JSON,
+    another schema version, missing fields) is skipped with a :class:`RunWarning` naming it.
+    """
+    if runs_dir is None:
+        from lessons_lib.chapter import runs_dir as default_runs_dir
+
+        runs_dir = default_runs_dir()
+    runs_dir = Path(runs_dir)
+    found = []
+    for path in sorted(runs_dir.rglob("metrics.json")) if runs_dir.is_dir() else []:
+        if any(part.startswith(".") for part in path.relative_to(runs_dir).parts):
+            continue  # .ipynb_checkpoints and the like
+        try:
+            found.append((path, RunRecord.read(path)))
+        except RecordError as exc:
+            _warn(path, str(exc).removeprefix(f"{path}: "))
+    return found
+
+
+def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every evaluation of every run under ``runs_dir``, one row each.
+
+    Args:
+        runs_dir: As :func:`read_records`.
+
+    Returns:
+        Columns ``method`` (the result's ``method``, else the chapter), ``chapter, paper,
+        dataset, evaluation, split, profile``, the :data:`METRICS`, ``n_images``, ``reported``
+        (the paper's numbers, a dict), ``n_parameters``, ``wall_time_s``, ``device``,
+        ``finished``, ``settings`` (a summary of the parameters), ``data`` (the run's
+        ``data_identity``) and ``run`` (the run folder).
+    """
+    rows = []
+    for path, record in read_records(runs_dir):
+        env = record.environment
+        for result in record.results:
+            row = {
+                "method": result.method or record.chapter,
+                "chapter": record.chapter,
+                "paper": record.paper,
+                "dataset": record.dataset,
+                "evaluation": result.name,
+                "split": result.split,
+                "profile": record.profile,
+            }
+            for metric in METRICS:
+                value = result.metrics.get(metric)
+                row[metric] = float(value) if isinstance(value, int | float) else np.nan
+            row.update(
+                n_images=result.metrics.get("n_images"),
+                reported=dict(result.reported),
+                n_parameters=np.nan if record.n_parameters is None else record.n_parameters,
+                wall_time_s=record.wall_time_s,
+                device=env.get("gpu") or env.get("device"),
+                finished=record.finished,
+                settings=_settings(record.params),
+                data=record.data_identity,
+                run=path.parent,
+            )
+            rows.append(row)
+    columns = [
+        "method",
+        "chapter",
+        "paper",
+        "dataset",
+        "evaluation",
+        "split",
+        "profile",
+        *METRICS,
+        "n_images",
+        "reported",
+        "n_parameters",
+        "wall_time_s",
+        "device",
+        "finished",
+        "settings",
+        "data",
+        "run",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def filter_runs(runs: pd.DataFrame, **equal: Any) -> pd.DataFrame:
+    """Rows whose columns equal the given values; ``None`` values do not filter."""
+    keep = np.ones(len(runs), bool)
+    for column, value in equal.items():
+        if value is not None:
+            keep &= (runs[column] == value).to_numpy()
+    return runs[keep]
+
+
+def headline(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run's headline evaluations: those the paper reported numbers for.
+
+    A run without any (e.g. a chapter whose paper reports none) keeps all its evaluations.
+    """
+    if runs.empty:
+        return runs
+    has_reported = runs["reported"].map(bool)
+    run_has_any = has_reported.groupby(runs["run"]).transform("any")
+    return runs[has_reported | ~run_has_any]
+
+
+def labels(runs: pd.DataFrame) -> pd.Series:
+    """A unique, readable label per row: ``method | dataset | evaluation | profile``."""
+    base = runs["method"].astype(str) + " | " + runs["dataset"].astype(str)
+    base = base + " | " + runs["evaluation"].astype(str) + " | " + runs["profile"].astype(str)
+    duplicated = base.duplicated(keep=False)
+    number = " #" + (base.groupby(base).cumcount() + 1).astype(str)
+    return base.where(~duplicated, base + number)
+
+
+def leaderboard_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The book's main table: our scores, best mean JA first, with cost and parameters."""
+    table = runs.assign(
+        parameters=runs["n_parameters"].map(lambda n: "" if pd.isna(n) else f"{int(n):,}"),
+        run_time=runs["wall_time_s"].map(_duration),
+    )
+    table = table.sort_values(["dataset", "jaccard"], ascending=[True, False])
+    columns = ["method", "dataset", "split", "profile", *METRICS[:6], "n_images"]
+    table = table[[*columns, "parameters", "run_time"]].rename(
+        columns={**LABELS, "n_images": "images", "run_time": "run time"}
+    )
+    return table.round(digits).reset_index(drop=True)
+
+
+def reported_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Our scores beside each paper's reported numbers, one row per reported metric.
+
+    Columns ``method, dataset, split, profile, metric, paper, ours, ours - paper``; only
+    metrics the paper reported for that evaluation (``run.add_result(..., reported=...)``),
+    through the chapters' own :func:`lessons_lib.record.comparison_rows`.
+    """
+    frames = []
+    for _, r in runs.iterrows():
+        metrics = {m: r[m] for m in METRICS}
+        result = Result(r["evaluation"], r["split"], metrics, r["reported"])
+        rows = comparison_rows([result], [m for m in r["reported"] if m in METRICS])
+        frames.append(rows.assign(method=r["method"], dataset=r["dataset"], profile=r["profile"]))
+    columns = ["method", "dataset", "split", "profile", "metric", "paper", "ours", "ours - paper"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    table["metric"] = table["metric"].map(lambda m: LABELS.get(m, m))
+    return table[columns].round(digits)
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float) or pd.isna(seconds):
+        return ""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def load_per_image(row: Mapping[str, Any]) -> pd.DataFrame | None:
+    """One evaluation's per-image scores (``per_image_<evaluation>.csv``), indexed by image id.
+
+    Returns ``None`` (with a :class:`RunWarning`) when the file is missing or unreadable.
+    """
+    path = Path(row["run"]) / f"per_image_{row['evaluation']}.csv"
+    try:
+        frame = pd.read_csv(path, index_col=0)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        _warn(path, f"per-image scores unreadable ({exc.__class__.__name__}: {exc})")
+        return None
+    if "jaccard" not in frame.columns:
+        _warn(path, "no 'jaccard' column")
+        return None
+    frame.index = frame.index.astype(str)
+    frame.index.name = "image_id"
+    return frame
+
+
+def per_image_scores(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """``{label: per-image scores}`` for every row whose per-image CSV can be read."""
+    scores = {}
+    for label, (_, row) in zip(labels(runs), runs.iterrows(), strict=True):
+        frame = load_per_image(row)
+        if frame is not None:
+            scores[label] = frame
+    return scores
+
+
+def paired_scores(
+    a: pd.DataFrame, b: pd.DataFrame, metric: str = "jaccard", names: Sequence[str] = ("a", "b")
+) -> pd.DataFrame:
+    """Two evaluations' ``metric`` on the image ids they share (columns ``names``)."""
+    common = a.index.intersection(b.index)
+    return pd.DataFrame(
+        {names[0]: a.loc[common, metric], names[1]: b.loc[common, metric]}, index=common
+    )
+
+
+def best_pair(runs: pd.DataFrame, min_common: int = 2) -> tuple[int, int, int] | None:
+    """The two evaluations of *different methods* on the same data sharing the most images.
+
+    Returns ``(row_a, row_b, n_common)`` (positional indices into ``runs``) or ``None``.
+    Evaluations of different data (the runs' ``data_identity``) are never paired: their image ids
+    may coincide without naming the same images.
+    """
+    ids = {}
+    for i, (_, row) in enumerate(runs.iterrows()):
+        frame = load_per_image(row)
+        if frame is not None:
+            ids[i] = set(frame.index)
+    best = None
+    items = list(ids.items())
+    for x, (i, ids_i) in enumerate(items):
+        for j, ids_j in items[x + 1 :]:
+            ri, rj = runs.iloc[i], runs.iloc[j]
+            if ri["method"] == rj["method"] or ri["data"] != rj["data"]:
+                continue
+            n = len(ids_i & ids_j)
+            if n >= min_common and (best is None or n > best[2]):
+                best = (i, j, n)
+    return best
+
+
+def worst_table(scores: Mapping[str, pd.DataFrame], k: int = 3, metric: str = "jaccard"):
+    """The ``k`` lowest-``metric`` images of each evaluation, one row each."""
+    rows = []
+    for label, frame in scores.items():
+        for rank, (image_id, row) in enumerate(frame.nsmallest(k, metric).iterrows(), start=1):
+            rows.append(
+                {
+                    "evaluation": label,
+                    "rank": rank,
+                    "image_id": image_id,
+                    **{LABELS.get(m, m): row[m] for m in METRICS if m in frame.columns},
+                }
+            )
+    return pd.DataFrame(rows)

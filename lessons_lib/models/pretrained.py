@@ -1,0 +1,95 @@
+"""ImageNet weights for the torchvision encoders of the chapters' networks.
+
+Every network with an ImageNet encoder (ResNet34 U-Net, SLSDeep's ResNet-50, the VGG16 FCN)
+takes the same ``pretrained`` argument, resolved here:
+
+* ``True``: torchvision's ImageNet weights, downloaded on first use into torch's cache
+  (``~/.cache/torch/hub/checkpoints``). Offline, a warning says so and names the file to pass
+  instead, and the network starts from random weights (the fallback is recorded in the
+  model's ``weights_source``);
+* a path: a local copy of those weights (a ``state_dict``, optionally under ``"state_dict"``);
+* ``False``: random initialisation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+Pretrained = bool | str | Path
+
+# torchvision's weight enums and the file each downloads (for the offline message).
+WEIGHTS = {
+    "resnet34": ("ResNet34_Weights.IMAGENET1K_V1", "resnet34-b627a593.pth"),
+    "resnet50": ("ResNet50_Weights.IMAGENET1K_V1", "resnet50-0676ba61.pth"),
+    "vgg16": ("VGG16_Weights.IMAGENET1K_V1", "vgg16-397923af.pth"),
+}
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A weights file's ``state_dict``, read without unpickling arbitrary objects.
+
+    Raises:
+        ValueError: the file is missing or holds no ``state_dict`` (the message names it).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(
+            f"pretrained={str(path)!r}: no such file. Pass the path of a torchvision ImageNet "
+            "weights file, True to download it, or False to train from scratch."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"pretrained={str(path)!r} is not a PyTorch weights file ({type(err).__name__}). "
+            "Pass a torchvision ImageNet weights file (a saved state_dict)."
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"pretrained={str(path)!r} holds no state_dict (a mapping of parameter names to "
+            "tensors). Pass a torchvision ImageNet weights file."
+        )
+    return state
+
+
+def load_imagenet(model: nn.Module, arch: str, pretrained: Pretrained) -> str:
+    """Load ImageNet weights into a torchvision ``model`` of architecture ``arch``.
+
+    Args:
+        model: A torchvision network built with ``weights=None`` (modified in place).
+        arch: A key of :data:`WEIGHTS` (``resnet34``, ``resnet50``, ``vgg16``).
+        pretrained: ``True``, a path to a local weights file, or ``False`` (see the module).
+
+    Returns:
+        A sentence saying where the weights came from (recorded in ``metrics.json``).
+
+    Raises:
+        ValueError: ``arch`` is unknown, or ``pretrained`` names a missing or invalid file.
+    """
+    if arch not in WEIGHTS:
+        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(WEIGHTS)}")
+    enum, filename = WEIGHTS[arch]
+    if isinstance(pretrained, (str, Path)):
+        model.load_state_dict(read_state_dict(pretrained))
+        return f"ImageNet weights from {pretrained}"
+    if not pretrained:
+        return "random initialisation (trained from scratch)"
+    from torchvision.models import get_weight
+
+    try:
+        model.load_state_dict(get_weight(enum).get_state_dict(progress=False))
+        return f"ImageNet weights (torchvision {enum})"
+    except Exception as err:  # offline, proxy, corrupt download
+        warnings.warn(
+            f"could not load ImageNet weights ({type(err).__name__}: {err}); the encoder is "
+            f"trained from scratch. Pass pretrained=<path to {filename}> to use a local copy of "
+            "torchvision's file.",
+            stacklevel=3,
+        )
+    return "random initialisation (ImageNet weights could not be downloaded)"

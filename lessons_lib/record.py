@@ -1,0 +1,219 @@
+"""The record of a chapter run, ``metrics.json``: one versioned schema, written and read here.
+
+:class:`lessons_lib.chapter.Run` writes a :class:`RunRecord`; the leaderboard and the book read
+it back with :meth:`RunRecord.read`, which refuses a file of another schema version or with a
+missing field, naming the file and the field. :func:`comparison_table` is the one "ours beside
+the paper" table, used by every chapter and (through :func:`comparison_rows`) the leaderboard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lessons_lib.atomic import write_json
+
+SCHEMA_VERSION = 1
+"""Version of the ``metrics.json`` schema; raise it whenever a field changes meaning."""
+
+REPORTED_METRICS = (
+    "jaccard",
+    "threshold_jaccard",
+    "pooled_jaccard",
+    "dice",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+)
+"""The metrics of a comparison table, in the order the challenges report them."""
+
+
+class RecordError(ValueError):
+    """A ``metrics.json`` that cannot be read as this schema (the message names file and why)."""
+
+
+@dataclass
+class Result:
+    """One evaluation of a run.
+
+    Args:
+        name: Evaluation id, e.g. ``"test_ensemble"``; also names ``per_image_<name>.csv``.
+        split: Which images, in words (e.g. ``"ISIC 2017 test set (600 images)"``).
+        metrics: Metric means, pooled scores and ``n_images``
+            (:meth:`lessons_lib.metrics.SegmentationScorer.summary`).
+        reported: The paper's numbers for the same evaluation (empty if it reports none).
+        method: The method variant, when it differs from the chapter's (an ablation).
+        details: Anything else worth keeping (e.g. the ensemble's member names).
+    """
+
+    name: str
+    split: str
+    metrics: dict[str, float]
+    reported: dict[str, float] = field(default_factory=dict)
+    method: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    """Everything a run leaves in ``metrics.json``.
+
+    Args:
+        chapter: Chapter id: the notebook's file stem (``"002_resnet34_unet"``).
+        paper: Short citation of the reproduced paper.
+        dataset: Dataset key (``synthetic``, ``isic2017``, ...).
+        profile: ``smoke`` or ``full``.
+        params: Every resolved parameter of the run.
+        results: The evaluations.
+        data_identity: Which images were used (:attr:`lessons_lib.data.PreparedData.identity`):
+            per-image scores are only compared between runs with the same identity.
+        n_parameters: Trainable parameters of the model (``None`` for a method without any).
+        weights_source: Where the initial weights came from, in words.
+        wall_time_s: Seconds from the run's start to :meth:`Run.finish`.
+        timings_s: Seconds per step (``run.lap``).
+        environment: Versions, device, hardware and git revision.
+        finished: ISO time stamp.
+        gpu_peak_memory_gb: Peak GPU memory of the run (``None`` on a CPU).
+        details: Chapter-specific figures (e.g. FLOPs per training image).
+        schema: :data:`SCHEMA_VERSION` of the file.
+    """
+
+    chapter: str
+    paper: str
+    dataset: str
+    profile: str
+    params: dict[str, Any]
+    results: list[Result]
+    data_identity: str
+    n_parameters: int | None
+    weights_source: str | None
+    wall_time_s: float
+    timings_s: dict[str, float]
+    environment: dict[str, Any]
+    finished: str
+    gpu_peak_memory_gb: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+    def write(self, path: str | Path) -> Path:
+        """Write the record atomically as JSON."""
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> RunRecord:
+        """Check and convert parsed JSON; :class:`RecordError` says what is wrong."""
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{source}: not a JSON object")
+        version = data.get("schema")
+        if version != SCHEMA_VERSION:
+            raise RecordError(
+                f"{source}: schema version {version!r}, this library reads version "
+                f"{SCHEMA_VERSION}; re-run the chapter to write a current record"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        missing = sorted(required - set(data))
+        unknown = sorted(set(data) - names)
+        if missing or unknown:
+            raise RecordError(
+                f"{source}: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"missing field(s) {', '.join(missing)}" if missing else "",
+                        f"unknown field(s) {', '.join(unknown)}" if unknown else "",
+                    )
+                    if part
+                )
+            )
+        values = dict(data)
+        results = values.pop("results")
+        if not isinstance(results, list):
+            raise RecordError(f"{source}: 'results' is not a list")
+        parsed = []
+        result_names = {f.name for f in dataclasses.fields(Result)}
+        for i, r in enumerate(results):
+            if not isinstance(r, Mapping) or not isinstance(r.get("metrics"), Mapping):
+                raise RecordError(f"{source}: result {i} has no 'metrics' mapping")
+            extra = sorted(set(r) - result_names)
+            if extra or not {"name", "split"} <= set(r):
+                raise RecordError(
+                    f"{source}: result {i} needs name, split and metrics"
+                    + (f"; unknown field(s) {', '.join(extra)}" if extra else "")
+                )
+            parsed.append(Result(**r))
+        return cls(results=parsed, **values)
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunRecord:
+        """Read ``metrics.json``.
+
+        Raises:
+            RecordError: unreadable, not JSON, another schema version, or missing fields (the
+                message names the file).
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecordError(f"{path}: unreadable ({exc})") from exc
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        return cls.from_dict(data, str(path))
+
+
+def comparison_rows(
+    results: Sequence[Result], metrics: Sequence[str] = REPORTED_METRICS
+) -> pd.DataFrame:
+    """Our scores beside the paper's, long form: one row per (evaluation, metric).
+
+    Columns ``evaluation, split, metric, ours, paper, ours - paper``; ``paper`` is NaN where the
+    paper reports no such number.
+    """
+    rows = []
+    for r in results:
+        for metric in metrics:
+            ours = r.metrics.get(metric)
+            paper = r.reported.get(metric)
+            rows.append(
+                {
+                    "evaluation": r.name,
+                    "split": r.split,
+                    "metric": metric,
+                    "ours": float("nan") if ours is None else float(ours),
+                    "paper": float("nan") if paper is None else float(paper),
+                }
+            )
+    frame = pd.DataFrame(rows, columns=["evaluation", "split", "metric", "ours", "paper"])
+    frame["ours - paper"] = frame["ours"] - frame["paper"]
+    return frame
+
+
+def comparison_table(
+    results: Sequence[Result], metrics: Sequence[str] = REPORTED_METRICS, digits: int = 3
+) -> pd.DataFrame:
+    """The chapters' "ours beside the paper" table: a row per metric, for each evaluation a
+    column ``ours`` and a column ``paper`` (blank where the paper reports no such number)."""
+    rows = comparison_rows(results, metrics)
+    order = list(dict.fromkeys(rows["evaluation"]))
+    table = rows.pivot(index="metric", columns="evaluation", values=["ours", "paper"])
+    table = table.reindex(index=list(metrics))
+    table = table.reindex(columns=[(k, e) for e in order for k in ("ours", "paper")])
+    table.columns = pd.MultiIndex.from_tuples(
+        [(e, k) for k, e in table.columns], names=["evaluation", ""]
+    )
+    return table.round(digits).astype(object).where(table.notna(), "")

@@ -1,0 +1,125 @@
+"""The one training path of the course: a fastai Learner for every chapter, trained in stages.
+
+A paper's recipe is expressed as parameters (sizes, batch sizes, learning rates, epochs) and
+callbacks, never as a new training loop: :func:`make_learner` builds the Learner (best-checkpoint
+saving, an epoch-by-epoch history CSV, mixed precision on a GPU) and :func:`fit_stage` trains one
+stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import fastai.callback.fp16  # noqa: F401  (patches Learner.to_fp16)
+import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle, lr_find)
+import numpy as np
+import pandas as pd
+import torch
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai.optimizer import Adam
+from torch import nn
+
+from lessons_lib.training.callbacks import AtomicSaveModel, HistoryCSV, PooledScore, save_checkpoint
+
+
+def make_learner(
+    dls: DataLoaders,
+    model: nn.Module,
+    loss_func: Callable,
+    out_dir: Path | str,
+    opt_func: Callable = Adam,
+    metrics: Sequence | None = None,
+    splitter: Callable | None = None,
+    wd: float | None = None,
+    mixed_precision: bool | None = None,
+) -> Learner:
+    """A fastai Learner writing checkpoints and history under ``out_dir``.
+
+    Args:
+        dls: From :func:`segmentation_dls`.
+        model: From :func:`lessons_lib.models.build_model`.
+        loss_func: A :mod:`lessons_lib.losses` loss (its ``activation``/``decodes`` are used
+            by prediction).
+        out_dir: Run folder: ``models/`` (checkpoints) and ``history.csv`` go there.
+        opt_func: fastai optimiser (Adam as in most of the papers).
+        metrics: fastai metrics shown per epoch (:class:`PooledScore` Dice and Jaccard by
+            default).
+        splitter: Parameter groups (for freezing and discriminative learning rates);
+            default the model's own ``splitter`` attribute if it has one.
+        wd: Weight decay (fastai's default if ``None``).
+        mixed_precision: fp16 training; default on when a GPU is used.
+    """
+    out_dir = Path(out_dir)
+    splitter = splitter or getattr(model, "splitter", None)
+    kwargs = {"splitter": splitter} if splitter is not None else {}
+    learn = Learner(
+        dls,
+        model,
+        loss_func=loss_func,
+        opt_func=opt_func,
+        metrics=list(metrics)
+        if metrics is not None
+        else [PooledScore("dice"), PooledScore("jaccard")],
+        path=out_dir,
+        model_dir="models",
+        wd=wd,
+        cbs=[HistoryCSV(out_dir / "history.csv")],
+        **kwargs,
+    )
+    if mixed_precision is None:
+        mixed_precision = torch.cuda.is_available()
+    if mixed_precision:
+        learn.to_fp16()
+    return learn
+
+
+def fit_stage(
+    learn: Learner,
+    stage: str,
+    epochs: int,
+    lr: float | slice | Sequence[float],
+    freeze: bool | None = None,
+    schedule: str = "one_cycle",
+    monitor: str | None = "valid_loss",
+) -> pd.DataFrame:
+    """Train one stage and keep its best (or last) epoch, saved as ``models/<stage>.pth``.
+
+    Args:
+        learn: From :func:`make_learner`.
+        stage: Name of the stage (checkpoint file and history label).
+        epochs: Epochs; 0 skips the stage.
+        lr: Learning rate, or one per parameter group (discriminative rates).
+        freeze: ``True`` trains only the last parameter group (the decoder), ``False``
+            unfreezes all, ``None`` leaves it as it is.
+        schedule: ``one_cycle`` (fastai's default policy) or ``constant``.
+        monitor: What decides the best epoch (``valid_loss`` or a metric name); ``None``
+            keeps the last epoch, for papers that train a fixed number of epochs and choose
+            nothing on validation data.
+
+    Returns:
+        This stage's rows of the history.
+    """
+    if epochs <= 0:
+        return pd.DataFrame()
+    if freeze is True:
+        learn.freeze()
+    elif freeze is False:
+        learn.unfreeze()
+    history = learn.history_csv  # fastai exposes a callback under its snake-case name
+    history.stage = stage
+    cbs = []
+    if monitor is not None:
+        comp = np.less if "loss" in monitor else np.greater
+        cbs = [AtomicSaveModel(monitor=monitor, comp=comp, fname=stage)]
+    lr_max = np.array(lr, dtype=float) if isinstance(lr, (list, tuple)) else lr
+    if schedule == "one_cycle":
+        learn.fit_one_cycle(epochs, lr_max, cbs=cbs)
+    elif schedule == "constant":
+        learn.fit(epochs, lr_max, cbs=cbs)
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: one_cycle, constant")
+    if monitor is None:
+        save_checkpoint(learn, stage)
+    return pd.DataFrame([r for r in history.rows if r["stage"] == stage])

@@ -1,0 +1,351 @@
+"""lessons_lib.book.leaderboard on runs written into tmp_path (and the Leaderboard notebook)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from lessons_lib import metrics, viz
+from lessons_lib.book import leaderboard as lb
+from lessons_lib.record import REPORTED_METRICS, Result, RunRecord
+
+matplotlib.use("Agg")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_run(
+    runs: Path,
+    chapter: str,
+    profile: str = "smoke",
+    dataset: str = "synthetic",
+    results: dict[str, dict[str, float]] | None = None,
+    params: dict | None = None,
+    reported: dict[str, dict[str, float]] | None = None,
+    method: str | None = None,
+    data_identity: str | None = None,
+    n_parameters: int | None = None,
+) -> Path:
+    """A run folder as chapter.Run writes it: a RunRecord's metrics.json and per_image_<name>.csv.
+
+    Args:
+        results: ``{evaluation: {image_id: jaccard}}``.
+        reported: ``{evaluation: paper's numbers}``; evaluations not named report JA 0.8.
+        method: Every result's ``method`` (an ablation's name).
+        data_identity: The record's; default ``<dataset>:default`` (runs on the same images).
+    """
+    out = runs / chapter / f"{profile}-{dataset}"
+    out.mkdir(parents=True)
+    results = results or {"valid": {"a": 0.9, "b": 0.5, "c": 0.1}}
+    reported = reported or {}
+    record_results = []
+    for name, scores in results.items():
+        frame = pd.DataFrame(
+            {
+                "jaccard": scores,
+                "dice": {k: 2 * v / (1 + v) for k, v in scores.items()},
+                "threshold_jaccard": {k: v if v >= 0.65 else 0.0 for k, v in scores.items()},
+            }
+        )
+        frame.index.name = "image_id"
+        frame.to_csv(out / f"per_image_{name}.csv")
+        means = frame.mean().to_dict()
+        record_results.append(
+            Result(
+                name=name,
+                split=f"{name} split",
+                metrics={**means, "accuracy": 0.9, "n_images": len(frame)},
+                reported=reported.get(name, {"jaccard": 0.8}),
+                method=method,
+            )
+        )
+    RunRecord(
+        chapter=chapter,
+        paper=f"paper of {chapter}",
+        dataset=dataset,
+        profile=profile,
+        params={"profile": profile, "dataset": dataset, "seed": 0, "epochs": [2, 1]}
+        | (params or {}),
+        results=record_results,
+        data_identity=data_identity or f"{dataset}:default",
+        n_parameters=n_parameters,
+        weights_source=None,
+        wall_time_s=125.0,
+        timings_s={},
+        environment={"device": "cpu"},
+        finished="2024-01-01T00:00:00+0000",
+    ).write(out / "metrics.json")
+    return out
+
+
+def edit_record(run: Path, edit) -> Path:
+    """Rewrite ``run``'s metrics.json as plain JSON after ``edit(record_dict)``."""
+    path = run / "metrics.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    write_run(root, "001_cdnn", n_parameters=5_042_589)
+    write_run(
+        root,
+        "002_unet",
+        results={"valid": {"a": 0.7, "b": 0.6, "c": 0.3, "d": 0.9}, "test": {"x": 0.8}},
+    )
+    write_run(root, "002_unet", profile="full", dataset="isic2018")
+    return root
+
+
+def test_names_come_from_the_one_schema() -> None:
+    assert lb.METRICS == REPORTED_METRICS
+    assert lb.LABELS is metrics.METRIC_LABELS
+
+
+def test_read_records_round_trip(runs: Path) -> None:
+    found = lb.read_records(runs)
+    assert [p.relative_to(runs).parent.as_posix() for p, _ in found] == [
+        "001_cdnn/smoke-synthetic",
+        "002_unet/full-isic2018",
+        "002_unet/smoke-synthetic",
+    ]
+    path, record = found[0]
+    assert record == RunRecord.read(path)
+    assert record.n_parameters == 5_042_589 and record.data_identity == "synthetic:default"
+    assert [r.name for r in found[2][1].results] == ["valid", "test"]
+
+
+def test_collect_runs_one_row_per_evaluation(runs: Path):
+    df = lb.collect_runs(runs)
+    assert len(df) == 4
+    assert set(df["chapter"]) == {"001_cdnn", "002_unet"}
+    row = df[(df["chapter"] == "001_cdnn")].iloc[0]
+    assert row["method"] == "001_cdnn"  # no result.method: the chapter
+    assert row["paper"] == "paper of 001_cdnn" and row["split"] == "valid split"
+    assert row["jaccard"] == pytest.approx(0.5)
+    assert row["accuracy"] == 0.9 and np.isnan(row["sensitivity"])  # not in the metrics
+    assert row["n_images"] == 3
+    assert row["n_parameters"] == 5_042_589
+    assert row["wall_time_s"] == 125.0
+    assert row["device"] == "cpu"
+    assert row["reported"] == {"jaccard": 0.8}
+    assert row["data"] == "synthetic:default"
+    assert row["run"] == runs / "001_cdnn" / "smoke-synthetic"
+    assert "epochs=[2, 1]" in row["settings"] and "profile" not in row["settings"]
+    assert pd.isna(df[df["chapter"] == "002_unet"]["n_parameters"]).all()
+
+
+def test_collect_runs_skips_records_of_another_schema_naming_them(runs: Path):
+    """A metrics.json that is not a current RunRecord is skipped, the warning saying which file
+    and why; the other runs are still read."""
+    bad = runs / "003_bad" / "smoke-synthetic"
+    bad.mkdir(parents=True)
+    (bad / "metrics.json").write_text("{not json")
+    half = runs / "004_half" / "smoke-synthetic"
+    half.mkdir(parents=True)
+    (half / "metrics.json").write_text(json.dumps({"chapter": "004_half"}))
+    old = edit_record(write_run(runs, "005_old"), lambda r: r.pop("schema"))
+    newer = edit_record(write_run(runs, "006_newer"), lambda r: r.update(schema=99))
+    no_identity = edit_record(write_run(runs, "007_no_identity"), lambda r: r.pop("data_identity"))
+    extra = edit_record(write_run(runs, "008_extra"), lambda r: r.update(method="CDNN-29"))
+    partial = edit_record(
+        write_run(runs, "009_partial"), lambda r: r["results"].append({"name": "broken"})
+    )
+    hidden = write_run(runs / ".ipynb_checkpoints", "010_hidden")
+    edit_record(hidden, lambda r: r.pop("schema"))
+    with pytest.warns(lb.RunWarning) as caught:
+        df = lb.collect_runs(runs)
+    messages = [str(w.message) for w in caught]
+    expected = {
+        bad / "metrics.json": "not valid JSON",
+        half / "metrics.json": "schema version None",
+        old: "schema version None, this library reads version 1",
+        newer: "schema version 99",
+        no_identity: "missing field(s) data_identity",
+        extra: "unknown field(s) method",
+        partial: "result 1 has no 'metrics' mapping",
+    }
+    assert len(messages) == len(expected)  # nothing under .ipynb_checkpoints is read
+    for path, why in expected.items():
+        (message,) = [m for m in messages if f"skipping {path}:" in m]
+        assert why in message, message
+    assert all(w.category is lb.RunWarning for w in caught)
+    assert len(df) == 4  # the fixture's 4 good evaluations; a broken record is skipped whole
+    assert set(df["chapter"]) == {"001_cdnn", "002_unet"}
+
+
+def test_collect_runs_empty_or_missing_folder(tmp_path: Path):
+    for folder in (tmp_path, tmp_path / "nowhere"):
+        df = lb.collect_runs(folder)
+        assert df.empty and "jaccard" in df.columns
+        assert lb.leaderboard_table(df).empty
+        assert lb.reported_table(df).empty
+        assert lb.per_image_scores(df) == {}
+        assert lb.best_pair(df) is None
+
+
+def test_collect_runs_defaults_to_lessons_runs(runs: Path, monkeypatch):
+    monkeypatch.setenv("LESSONS_RUNS", str(runs))
+    assert len(lb.collect_runs()) == 4
+
+
+def test_tables(runs: Path):
+    df = lb.collect_runs(runs)
+    table = lb.leaderboard_table(df)
+    assert list(table.columns[:4]) == ["method", "dataset", "split", "profile"]
+    assert {"JA", "thresholded JA", "Dice", "AC", "SE", "SP", "parameters", "run time"} <= set(
+        table.columns
+    )
+    synthetic = table[table["dataset"] == "synthetic"]
+    assert list(synthetic["JA"]) == sorted(synthetic["JA"], reverse=True)
+    assert "5,042,589" in set(table["parameters"])
+    assert set(table["run time"]) == {"2.1 min"}
+    reported = lb.reported_table(df)
+    assert len(reported) == 4 and set(reported["metric"]) == {"JA"}
+    row = reported[reported["method"] == "001_cdnn"].iloc[0]
+    assert row["paper"] == 0.8 and row["ours - paper"] == pytest.approx(0.5 - 0.8)
+    assert len(lb.filter_runs(df, profile="full")) == 1
+    assert len(lb.filter_runs(df, profile=None, dataset="synthetic")) == 3
+
+
+def test_reported_table_only_lists_what_the_paper_reported(tmp_path: Path):
+    write_run(
+        tmp_path,
+        "001_cdnn",
+        results={"test": {"a": 0.6, "b": 0.8}},
+        reported={"test": {"jaccard": 0.765, "accuracy": 0.934, "not_a_metric": 1.0}},
+    )
+    table = lb.reported_table(lb.collect_runs(tmp_path))
+    assert list(table["metric"]) == ["JA", "AC"]  # the paper's, not the unknown name
+    assert list(table["paper"]) == [0.765, 0.934]
+    assert list(table["ours"]) == [0.7, 0.9]
+    assert list(table["ours - paper"]) == pytest.approx([0.7 - 0.765, 0.9 - 0.934], abs=1e-3)
+
+
+def test_method_names(tmp_path: Path):
+    write_run(tmp_path, "001_cdnn", method="CDNN-29")
+    write_run(tmp_path, "002_unet")
+    write_run(tmp_path, "data_and_metrics", method="otsu")
+    assert sorted(lb.collect_runs(tmp_path)["method"]) == ["002_unet", "CDNN-29", "otsu"]
+
+
+def test_labels_are_unique(tmp_path: Path):
+    write_run(tmp_path / "one", "001_cdnn")
+    write_run(tmp_path / "two", "001_cdnn")
+    df = lb.collect_runs(tmp_path)
+    assert lb.labels(df).is_unique
+
+
+def test_per_image_and_pairs(runs: Path):
+    df = lb.collect_runs(runs)
+    scores = lb.per_image_scores(df)
+    assert len(scores) == 4
+    label = lb.labels(df)[df["chapter"] == "001_cdnn"].iloc[0]
+    assert list(scores[label].index) == ["a", "b", "c"]
+    i, j, n = lb.best_pair(df)
+    assert {df.iloc[i]["chapter"], df.iloc[j]["chapter"]} == {"001_cdnn", "002_unet"}
+    assert n == 3 and df.iloc[i]["dataset"] == df.iloc[j]["dataset"] == "synthetic"
+    a, b = lb.load_per_image(df.iloc[i]), lb.load_per_image(df.iloc[j])
+    pair = lb.paired_scores(a, b, names=("x", "y"))
+    assert list(pair.columns) == ["x", "y"] and sorted(pair.index) == ["a", "b", "c"]
+    worst = lb.worst_table(scores, k=2)
+    assert len(worst) == 7  # two per evaluation, one for the 1-image test set
+    assert worst.iloc[0]["image_id"] == "c"
+
+    fig = viz.plot_ja_distribution(scores)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == list(scores)
+    matplotlib.pyplot.close(fig)
+    fig, r = viz.plot_pair(a, b, names=("x", "y"))
+    assert r == pytest.approx(np.corrcoef(pair["x"], pair["y"])[0, 1])
+    assert len(fig.axes[0].collections[0].get_offsets()) == 3  # the shared images only
+    assert fig.axes[0].get_xlabel() == "JA: x" and fig.axes[0].get_ylabel() == "JA: y"
+    matplotlib.pyplot.close(fig)
+
+
+def test_pairs_only_on_the_same_images(tmp_path: Path):
+    # other synthetic images with the same ids: a different data identity
+    write_run(tmp_path, "001_cdnn", data_identity="synthetic:n32-seed0")
+    write_run(tmp_path, "002_unet", data_identity="synthetic:n64-seed0")
+    df = lb.collect_runs(tmp_path)
+    assert df["data"].nunique() == 2
+    assert lb.best_pair(df) is None
+    write_run(tmp_path, "003_fcn", dataset="isic2017", data_identity="isic2017:test")
+    write_run(tmp_path, "004_slsdeep", dataset="isic2017", data_identity="isic2017:test")
+    df = lb.collect_runs(tmp_path)
+    i, j, _ = lb.best_pair(df)
+    assert df.iloc[[i, j]]["chapter"].tolist() == ["003_fcn", "004_slsdeep"]
+
+
+def test_pairs_need_different_methods(tmp_path: Path):
+    write_run(tmp_path / "one", "001_cdnn")
+    write_run(tmp_path / "two", "001_cdnn")
+    assert lb.best_pair(lb.collect_runs(tmp_path)) is None
+
+
+def test_missing_per_image_csv_warns(runs: Path):
+    (runs / "001_cdnn" / "smoke-synthetic" / "per_image_valid.csv").unlink()
+    df = lb.collect_runs(runs)
+    with pytest.warns(lb.RunWarning, match="per_image_valid.csv"):
+        scores = lb.per_image_scores(df)
+    assert len(scores) == 3
+
+
+def test_per_image_csv_without_jaccard_warns(runs: Path):
+    path = runs / "001_cdnn" / "smoke-synthetic" / "per_image_valid.csv"
+    path.write_text("image_id,dice\na,0.5\n")
+    df = lb.collect_runs(runs)
+    with pytest.warns(lb.RunWarning, match="no 'jaccard' column"):
+        assert lb.load_per_image(df.iloc[0]) is None
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("with_runs", [True, False], ids=["runs", "no-runs"])
+def test_leaderboard_notebook(runs: Path, tmp_path: Path, with_runs: bool):
+    """The chapter runs on runs (table, distributions, scatter) and without any."""
+    if not with_runs:
+        shutil.rmtree(runs)
+    out = tmp_path / "leaderboard.ipynb"
+    cmd = [sys.executable, "-m", "papermill", "leaderboard.ipynb", str(out)]
+    cmd += ["-p", "runs_dir", str(runs), "--no-progress-bar"]
+    proc = subprocess.run(cmd, cwd=REPO / "notebooks", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    if with_runs:
+        assert "001_cdnn" in text and "shared images" in text and "image/png" in text
+    else:
+        assert "No runs yet" in text
+
+
+def test_headline_keeps_reported_evaluations(tmp_path: Path):
+    # the paper reports no per-fold number
+    write_run(
+        tmp_path,
+        "001_cdnn",
+        results={"fold0": {"a": 0.5}, "test": {"b": 0.7}},
+        reported={"fold0": {}},
+    )
+    # a paper without numbers: keep everything
+    write_run(
+        tmp_path,
+        "004_fcn",
+        results={"valid": {"a": 0.5}, "test": {"b": 0.7}},
+        reported={"valid": {}, "test": {}},
+    )
+    df = lb.headline(lb.collect_runs(tmp_path))
+    assert sorted(zip(df["chapter"], df["evaluation"], strict=True)) == [
+        ("001_cdnn", "test"),
+        ("004_fcn", "test"),
+        ("004_fcn", "valid"),
+    ]
+    assert lb.headline(lb.collect_runs(tmp_path / "none")).empty

@@ -1,0 +1,127 @@
+"""Dual-threshold post-processing (Yuan & Lo 2017, Section III-A) and plain thresholding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from lessons_lib.evaluation.postprocess import POSTPROCESS, dual_threshold, fill_holes, threshold
+
+
+def _disk(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+
+
+def _n_components(mask: np.ndarray) -> int:
+    return ndimage.label(mask, structure=np.ones((3, 3)))[1]
+
+
+def test_heavier_blob_wins_over_brighter_and_larger_one():
+    prob = np.zeros((60, 120))
+    big_dim = np.zeros((60, 120), bool)
+    big_dim[10:20, 5:15] = True  # area 100 at 0.81: mass 81 (largest area)
+    small_bright = np.zeros((60, 120), bool)
+    small_bright[30:39, 50:60] = True  # area 90 at 0.99: mass 89.1 (largest mass)
+    prob[big_dim] = 0.81
+    prob[small_bright] = 0.99
+    out = dual_threshold(prob)
+    assert out.dtype == bool and out.shape == prob.shape
+    assert np.array_equal(out, small_bright)
+
+
+def test_low_threshold_extends_the_chosen_region():
+    prob = np.full((64, 96), 0.05)
+    halo = _disk(prob.shape, 30, 40, 15)
+    prob[halo] = 0.6
+    prob[_disk(prob.shape, 30, 40, 5)] = 0.95
+    other = _disk(prob.shape, 10, 85, 4)
+    prob[other] = 0.7  # above low only, elsewhere: dropped
+    out = dual_threshold(prob)
+    assert np.array_equal(out, halo)
+    assert np.array_equal(threshold(prob), halo | other)
+
+
+def test_holes_are_filled():
+    prob = np.zeros((50, 50))
+    ring = _disk(prob.shape, 25, 25, 15) & ~_disk(prob.shape, 25, 25, 5)
+    prob[ring] = 0.9
+    out = dual_threshold(prob)
+    assert np.array_equal(out, _disk(prob.shape, 25, 25, 15))
+    unfilled = dual_threshold(prob, fill_holes=False)
+    assert np.array_equal(unfilled, ring)  # centre in the hole: region holding the high region
+
+
+def test_centre_outside_mask_picks_region_of_high_blob():
+    prob = np.zeros((60, 60))
+    c_shape = _disk(prob.shape, 30, 26, 20) & ~_disk(prob.shape, 30, 34, 18)  # opens right
+    prob[c_shape] = 0.9
+    prob[_disk(prob.shape, 30, 55, 3)] = 0.6  # a low-only blob elsewhere
+    centroid = ndimage.center_of_mass(c_shape)
+    assert not c_shape[round(centroid[0]), round(centroid[1])]
+    out = dual_threshold(prob)
+    assert np.array_equal(out, c_shape)
+
+
+def test_result_is_one_component_containing_the_centre():
+    rng = np.random.default_rng(0)
+    prob = ndimage.gaussian_filter(rng.random((96, 128)), 6)
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
+    out = dual_threshold(prob)
+    assert _n_components(out) == 1
+    high = prob > 0.8
+    assert (out & high).any()
+    assert not (out & (prob <= 0.5) & ~ndimage.binary_fill_holes(prob > 0.5)).any()
+
+
+def test_no_high_pixel_falls_back_to_heaviest_low_region():
+    prob = np.zeros((40, 80))
+    prob[5:10, 5:10] = 0.75  # mass 18.75
+    prob[20:30, 40:50] = 0.6  # mass 60
+    out = dual_threshold(prob)
+    expected = np.zeros_like(out)
+    expected[20:30, 40:50] = True
+    assert np.array_equal(out, expected)
+
+
+def test_empty_map_gives_empty_mask():
+    for prob in (np.zeros((30, 40)), np.full((30, 40), 0.5)):
+        out = dual_threshold(prob)
+        assert out.shape == (30, 40) and out.dtype == bool and not out.any()
+
+
+def test_accepts_torch_and_channel_dim():
+    prob = np.zeros((1, 20, 20), dtype=np.float32)
+    prob[0, 5:15, 5:15] = 0.9
+    out = dual_threshold(torch.from_numpy(prob))
+    assert out.shape == (20, 20) and out.sum() == 100
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        dual_threshold(np.zeros((10, 10)), high=0.4, low=0.5)
+    with pytest.raises(ValueError):
+        dual_threshold(np.zeros((2, 10, 10)))
+
+
+def test_fill_holes_with_max_area():
+    mask = np.zeros((30, 60), bool)
+    mask[2:12, 2:12] = True
+    mask[5:7, 5:7] = False  # 4-pixel hole
+    mask[2:28, 20:50] = True
+    mask[8:20, 28:40] = False  # 144-pixel hole
+    assert fill_holes(mask).sum() == mask.sum() + 4 + 144
+    small_only = fill_holes(mask, max_area=10)
+    assert small_only.sum() == mask.sum() + 4 and small_only[5, 5] and not small_only[10, 30]
+    assert np.array_equal(fill_holes(np.zeros((5, 5), bool)), np.zeros((5, 5), bool))
+
+
+def test_registry():
+    prob = np.zeros((20, 20))
+    prob[2:6, 2:6] = 0.9
+    prob[10:18, 10:18] = 0.6
+    assert set(POSTPROCESS) == {"none", "dual_threshold"}
+    assert POSTPROCESS["none"](prob).sum() == 16 + 64
+    assert POSTPROCESS["dual_threshold"](prob).sum() == 16

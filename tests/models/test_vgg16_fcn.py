@@ -1,0 +1,190 @@
+"""VGG16 FCN of Qi et al. (paper 004): counts, shapes, weights, parameter groups.
+
+The full network has 134 M parameters (~540 MB in fp32), so counts, FLOPs and shapes use
+networks built on the ``meta`` device (no memory, no computation); only the weight and
+gradient tests build real ones, and they run forward passes at 64x64 only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models import vgg16 as tv_vgg16
+
+from lessons_lib.models import build_model
+from lessons_lib.models.complexity import count_flops, count_parameters
+from lessons_lib.models.vgg16_fcn import (
+    VGG16FCN,
+    bilinear_kernel,
+    upsampler,
+    vgg16_fcn,
+    vgg16_fcn_splitter,
+)
+
+
+def meta_model(**kwargs) -> VGG16FCN:
+    """The network on the meta device: parameter shapes only."""
+    with torch.device("meta"):
+        return vgg16_fcn(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def model() -> VGG16FCN:
+    """One real, randomly initialised network shared by the tests that need values."""
+    torch.manual_seed(0)
+    return vgg16_fcn()
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A random torchvision VGG16 ``state_dict`` saved as the ImageNet file would be."""
+    torch.manual_seed(1)
+    state = tv_vgg16(weights=None).state_dict()
+    path = tmp_path_factory.mktemp("weights") / "vgg16-random.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_parameter_count_concat() -> None:
+    net = meta_model()
+    assert count_parameters(net) == 134_309_926
+    blocks = [net.block1, net.block2, net.block3, net.block4, net.block5]
+    assert sum(count_parameters(b) for b in blocks) == 14_714_688  # VGG16's 13 convolutions
+    assert count_parameters(net.fc6) + count_parameters(net.fc7) == 119_545_856
+    assert count_parameters(net.score) == 11_148
+    assert count_parameters(net.upsample) == 38_208
+    assert count_parameters(net.fuse) == 26
+
+
+def test_parameter_count_sum() -> None:
+    # FCN's sum fusion drops the fuse convolution (12 x 2 weights + 2 biases): 26 fewer.
+    net = meta_model(fusion="sum")
+    assert net.fuse is None
+    assert count_parameters(net) == 134_309_900
+
+
+def test_flops_at_384() -> None:
+    flops = count_flops(meta_model(), (1, 3, 384, 384))
+    assert flops == pytest.approx(124.68e9, rel=0.01)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum"])
+@pytest.mark.parametrize("size", [(64, 64), (64, 96)])
+def test_output_shape(fusion: str, size: tuple[int, int]) -> None:
+    net = meta_model(fusion=fusion)
+    x = torch.empty(2, 3, *size, device="meta")
+    assert net(x).shape == (2, 2, *size)
+
+
+def test_output_shape_other_channels() -> None:
+    net = meta_model(n_out=3, in_channels=1)
+    assert net(torch.empty(1, 1, 64, 64, device="meta")).shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("size", [(48, 64), (64, 80), (65, 64)])
+def test_size_not_multiple_of_32(size: tuple[int, int]) -> None:
+    net = meta_model()
+    with pytest.raises(ValueError, match="divisible by 32"):
+        net(torch.empty(1, 3, *size, device="meta"))
+
+
+def test_unknown_kwarg() -> None:
+    with pytest.raises(TypeError):
+        build_model("vgg16_fcn", foo=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_out": 0},
+        {"n_out": 2.0},
+        {"in_channels": 0},
+        {"fusion": "max"},
+        {"dropout": 1.0},
+        {"dropout": -0.1},
+        {"deconv_init": "zeros"},
+        {"pretrained": None},
+    ],
+)
+def test_bad_values(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        vgg16_fcn(**kwargs)
+
+
+def test_missing_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        vgg16_fcn(pretrained=tmp_path / "absent.pth")
+
+
+def test_pretrained_from_path(weights_file: tuple[Path, dict]) -> None:
+    path, state = weights_file
+    net = vgg16_fcn(pretrained=path)
+    assert str(path) in net.weights_source
+    # torchvision's features.0 / features.28 are conv1_1 / conv5_3.
+    assert torch.equal(net.block1.conv1_1.weight, state["features.0.weight"])
+    assert torch.equal(net.block1.conv1_1.bias, state["features.0.bias"])
+    assert torch.equal(net.block5.conv5_3.weight, state["features.28.weight"])
+
+
+def test_pretrained_with_four_channels(weights_file: tuple[Path, dict]) -> None:
+    path, state = weights_file
+    net = vgg16_fcn(pretrained=str(path), in_channels=4)
+    w = net.block1.conv1_1.weight
+    assert w.shape == (64, 4, 3, 3)
+    assert torch.equal(w[:, :3], state["features.0.weight"])  # RGB filters kept
+    assert torch.count_nonzero(w[:, 3]) == 0  # the extra channel starts at zero
+    assert "4 input channels" in net.weights_source
+
+
+def test_random_weights_source(model: VGG16FCN) -> None:
+    assert model.weights_source.startswith("random initialisation")
+    assert model.splitter is vgg16_fcn_splitter
+
+
+def test_splitter_covers_every_parameter_once(model: VGG16FCN) -> None:
+    groups = model.splitter(model)
+    assert len(groups) == 2
+    ids = [id(p) for group in groups for p in group]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in model.parameters()}
+    backbone, head = groups
+    assert sum(p.numel() for p in backbone) == 14_714_688  # the pretrained part
+    assert any(p is model.fc6.conv.weight for p in head)
+
+
+def test_gradients_reach_conv1_1(model: VGG16FCN) -> None:
+    model.train()
+    model.zero_grad()
+    x = torch.randn(2, 3, 64, 64)
+    y = torch.randint(0, 2, (2, 64, 64))
+    logits = model(x)
+    assert logits.shape == (2, 2, 64, 64)
+    F.cross_entropy(logits, y).backward()
+    grad = model.block1.conv1_1.weight.grad
+    assert grad is not None
+    assert torch.isfinite(grad).all()
+    assert grad.abs().sum() > 0
+    model.zero_grad()
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8, 16, 32])
+def test_bilinear_kernel_is_bilinear_interpolation(factor: int) -> None:
+    up = upsampler(2, factor)
+    with torch.no_grad():
+        up.weight.copy_(bilinear_kernel(2, factor))
+    x = torch.randn(1, 2, 5, 6)
+    out = up(x)
+    ref = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    assert out.shape == ref.shape == (1, 2, 5 * factor, 6 * factor)
+    # Equal away from the border (the transposed convolution pads with zeros there).
+    inner = (..., slice(factor, -factor), slice(factor, -factor))
+    torch.testing.assert_close(out[inner], ref[inner])
+
+
+def test_deconv_init_bilinear() -> None:
+    net = vgg16_fcn(deconv_init="bilinear")
+    for name, factor in {"pool1": 2, "pool5": 32, "fc7": 32}.items():
+        assert torch.equal(net.upsample[name].weight, bilinear_kernel(2, factor))
