@@ -16,12 +16,17 @@ import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle, lr_find)
 import numpy as np
 import pandas as pd
 import torch
+from fastai.callback.schedule import ParamScheduler, SchedPoly
+from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 from torch import nn
 
 from lessons_lib.training.callbacks import AtomicSaveModel, HistoryCSV, PooledScore, save_checkpoint
+
+SCHEDULES = ("one_cycle", "constant", "poly")
+"""Learning-rate policies of :func:`fit_stage`."""
 
 
 def make_learner(
@@ -83,6 +88,8 @@ def fit_stage(
     freeze: bool | None = None,
     schedule: str = "one_cycle",
     monitor: str | None = "valid_loss",
+    patience: int | None = None,
+    power: float = 0.9,
 ) -> pd.DataFrame:
     """Train one stage and keep its best (or last) epoch, saved as ``models/<stage>.pth``.
 
@@ -93,10 +100,15 @@ def fit_stage(
         lr: Learning rate, or one per parameter group (discriminative rates).
         freeze: ``True`` trains only the last parameter group (the decoder), ``False``
             unfreezes all, ``None`` leaves it as it is.
-        schedule: ``one_cycle`` (fastai's default policy) or ``constant``.
+        schedule: :data:`SCHEDULES`: ``one_cycle`` (fastai's default policy), ``constant``, or
+            ``poly``: ``lr * (1 - t) ** power`` with ``t`` the fraction of the stage's
+            iterations done, updated every iteration (the "poly" policy of DeepLab and PSPNet).
         monitor: What decides the best epoch (``valid_loss`` or a metric name); ``None``
             keeps the last epoch, for papers that train a fixed number of epochs and choose
             nothing on validation data.
+        patience: Stop early when ``monitor`` has not improved for this many epochs (fastai's
+            ``EarlyStoppingCallback``); the best epoch is still the one kept.
+        power: Exponent of the ``poly`` schedule.
 
     Returns:
         This stage's rows of the history.
@@ -109,17 +121,24 @@ def fit_stage(
         learn.unfreeze()
     history = learn.history_csv  # fastai exposes a callback under its snake-case name
     history.stage = stage
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if patience is not None and monitor is None:
+        raise ValueError("early stopping (patience) needs a monitor")
     cbs = []
     if monitor is not None:
         comp = np.less if "loss" in monitor else np.greater
-        cbs = [AtomicSaveModel(monitor=monitor, comp=comp, fname=stage)]
+        if patience is not None:  # before the checkpoint: both read the same epoch's value
+            cbs.append(EarlyStoppingCallback(monitor=monitor, comp=comp, patience=patience))
+        cbs.append(AtomicSaveModel(monitor=monitor, comp=comp, fname=stage))
     lr_max = np.array(lr, dtype=float) if isinstance(lr, (list, tuple)) else lr
     if schedule == "one_cycle":
         learn.fit_one_cycle(epochs, lr_max, cbs=cbs)
-    elif schedule == "constant":
-        learn.fit(epochs, lr_max, cbs=cbs)
+    elif schedule == "poly":
+        poly = SchedPoly(lr_max, 0.0, power)
+        learn.fit(epochs, lr_max, cbs=[ParamScheduler({"lr": poly}), *cbs])
     else:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: one_cycle, constant")
+        learn.fit(epochs, lr_max, cbs=cbs)
     if monitor is None:
         save_checkpoint(learn, stage)
     return pd.DataFrame([r for r in history.rows if r["stage"] == stage])
