@@ -89,6 +89,6 @@ def run(n: int = 24, size: int = 512, workers: int = 2) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from run import print_table
+    from table import print_table
 
     print_table(run())

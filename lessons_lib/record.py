@@ -34,6 +34,20 @@ REPORTED_METRICS = (
 """The metrics of a comparison table, in the order the challenges report them."""
 
 
+# Fields whose JSON type a reader relies on (the others may be null or a number).
+_TYPES = {
+    "chapter": str,
+    "paper": str,
+    "dataset": str,
+    "profile": str,
+    "data_identity": str,
+    "params": dict,
+    "timings_s": dict,
+    "environment": dict,
+    "details": dict,
+}
+
+
 class RecordError(ValueError):
     """A ``metrics.json`` that cannot be read as this schema (the message names file and why)."""
 
@@ -141,6 +155,11 @@ class RunRecord:
                 )
             )
         values = dict(data)
+        for name, kind in _TYPES.items():
+            if name in values and not isinstance(values[name], kind):
+                raise RecordError(
+                    f"{source}: {name!r} is {type(values[name]).__name__}, not {kind}"
+                )
         results = values.pop("results")
         if not isinstance(results, list):
             raise RecordError(f"{source}: 'results' is not a list")
@@ -155,6 +174,9 @@ class RunRecord:
                     f"{source}: result {i} needs name, split and metrics"
                     + (f"; unknown field(s) {', '.join(extra)}" if extra else "")
                 )
+            for name in ("reported", "details"):
+                if name in r and not isinstance(r[name], Mapping):
+                    raise RecordError(f"{source}: result {i}: {name!r} is not a mapping")
             parsed.append(Result(**r))
         return cls(results=parsed, **values)
 

@@ -184,7 +184,7 @@ def leaderboard_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         run_time=runs["wall_time_s"].map(_duration),
     )
     table = table.sort_values(["dataset", "jaccard"], ascending=[True, False])
-    columns = ["method", "dataset", "split", "profile", *METRICS[:6], "n_images"]
+    columns = ["method", "dataset", "split", "profile", *METRICS, "n_images"]
     table = table[[*columns, "parameters", "run_time"]].rename(
         columns={**LABELS, "n_images": "images", "run_time": "run time"}
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 from lessons_lib.atomic import write_text
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BOOK = REPO / "book"
 NOTEBOOKS = REPO / "notebooks"
 EXECUTED = BOOK / "_executed"

@@ -22,7 +22,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 _REDOWNLOAD = "re-download or re-extract this file from the dataset archive"
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
     """Open ``path`` lazily, refusing files over PIL's decompression-bomb limit."""
     path = Path(path)
     if not path.is_file():
@@ -54,7 +54,8 @@ def _bomb(path: Path, detail: str) -> DataError:
     )
 
 
-def _load(im: Image.Image, path: Path) -> Image.Image:
+def decode_image(im: Image.Image, path: Path) -> Image.Image:
+    """Decode an opened image's pixels; a truncated or corrupt file is a :class:`DataError`."""
     try:
         im.load()
     except OSError as err:  # truncated or corrupt data
@@ -121,7 +122,7 @@ def read_image(path: Path | str, apply_exif: bool = False) -> np.ndarray:
         DataError: unreadable, truncated, over-large or non-RGB-convertible files.
     """
     path = Path(path)
-    im = _load(_open(path), path)
+    im = decode_image(open_image(path), path)
     if apply_exif:
         im = ImageOps.exif_transpose(im)
     return np.asarray(to_rgb(im, path))
@@ -167,7 +168,7 @@ def read_mask(path: Path | str) -> np.ndarray:
         ``bool`` array of shape ``(H, W)``.
     """
     path = Path(path)
-    im = _load(_open(path), path)
+    im = decode_image(open_image(path), path)
     if im.mode == "1":
         return np.asarray(im, dtype=bool)
     if im.mode in ("RGB", "RGBA", "P", "LA"):
@@ -202,7 +203,7 @@ def read_pair(image_path: Path | str, mask_path: Path | str) -> tuple[np.ndarray
     """
     image_path, mask_path = Path(image_path), Path(mask_path)
     mask = read_mask(mask_path)
-    with _open(image_path) as im:
+    with open_image(image_path) as im:
         apply = check_match(im, mask.shape, image_path, mask_path)
     return read_image(image_path, apply_exif=apply), mask
 

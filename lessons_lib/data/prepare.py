@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from lessons_lib.atomic import cache_dir, write_json, write_with
-from lessons_lib.data.io import _load, _open, check_match, read_mask, to_rgb
+from lessons_lib.data.io import check_match, decode_image, open_image, read_mask, to_rgb
 from lessons_lib.data.layouts import available_splits, find_pairs
 from lessons_lib.errors import DataError
 
@@ -41,7 +41,7 @@ def _mask_image(path: Path) -> Image.Image:
     would cost more than decoding them); other modes go through
     :func:`~lessons_lib.data.io.read_mask` and its checks, as 0/255.
     """
-    im = _load(_open(path), path)
+    im = decode_image(open_image(path), path)
     if im.mode == "1":
         return im.convert("L")
     if im.mode == "L":
@@ -73,12 +73,12 @@ def load_resized(image_path: Path, mask_path: Path, size: int) -> tuple[Image.Im
         ``(image, mask)``: an RGB :class:`PIL.Image.Image` and a ``bool (h, w)`` mask.
     """
     mask = _mask_image(mask_path)
-    im = _open(image_path)
+    im = open_image(image_path)
     apply_exif = check_match(im, (mask.height, mask.width), image_path, mask_path)
     w, h = working_size(mask.width, mask.height, size)
     if im.format == "JPEG":
         im.draft("RGB", (w, h) if not apply_exif else (h, w))
-    im = _load(im, image_path)
+    im = decode_image(im, image_path)
     if apply_exif:
         im = ImageOps.exif_transpose(im)
     im = to_rgb(im, image_path)

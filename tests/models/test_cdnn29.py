@@ -27,11 +27,16 @@ def test_rgb_ablation_has_fewer_first_layer_weights():
 
 @pytest.mark.parametrize(("h", "w"), [(192, 256), (96, 128)])
 def test_output_has_input_size_and_one_channel(h, w):
-    model = build_model("cdnn29", pretrained=True).eval()  # pretrained is ignored
+    model = build_model("cdnn29").eval()
     with torch.no_grad():
         out = model(torch.rand(2, 7, h, w))
     assert out.shape == (2, 1, h, w)
     assert torch.isfinite(out).all()
+
+
+def test_builder_rejects_unknown_arguments():
+    with pytest.raises(TypeError, match="unknown argument.*pretrained.*valid: in_channels"):
+        build_model("cdnn29", pretrained=True)  # no ImageNet weights exist for CDNN-29
 
 
 def test_rejects_sizes_not_divisible_by_16():
