@@ -32,7 +32,15 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["POSTPROCESS", "dual_threshold", "fill_holes", "threshold"]
+__all__ = [
+    "FOOTPRINTS",
+    "POSTPROCESS",
+    "dual_threshold",
+    "fill_holes",
+    "opening",
+    "threshold",
+    "threshold_and_open",
+]
 
 _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity structuring element
 
@@ -228,6 +236,3 @@ def threshold_and_open(
     """
     mask = _prob_2d(prob) >= t
     return mask if footprint is None else opening(mask, footprint)
-
-
-__all__ += ["FOOTPRINTS", "opening", "threshold_and_open"]

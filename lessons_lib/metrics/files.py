@@ -95,6 +95,10 @@ def score_dirs_scorer(truth_dir: Path | str, pred_dir: Path | str) -> Segmentati
     be 8-bit greyscale or 1-bit, and a prediction must have its truth's height and width.
     ISIC 2018 Task 2 attribute masks (``..._attribute_...``) are refused.
 
+    Masks are binarised by :func:`~lessons_lib.metrics.binarise`, as the loaders read them: 0/255
+    files exactly as the official scorer (lesion where > 128), and 0/1-valued files as 0/1 masks
+    (the official scorer would read a 0/1 prediction as all background and score it 0).
+
     Args:
         truth_dir: Folder of ground-truth masks.
         pred_dir: Folder of predicted masks.

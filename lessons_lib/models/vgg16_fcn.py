@@ -2,7 +2,7 @@
 
 J. Qi, M. Le, C. Li and P. Zhou, "Global and Local Information Based Deep Network for Skin
 Lesion Segmentation", ISBI 2017 Skin Lesion Analysis Towards Melanoma Detection challenge,
-arXiv:1703.05165, 2017. Sections 2.1 (basic network) and 2.2 (skip layers), Fig. 2.
+arXiv:1703.05467, 2017. Sections 2.1 (basic network) and 2.2 (skip layers), Fig. 2.
 
 What the paper says
 -------------------
