@@ -8,6 +8,7 @@ them read the folder named by ``LESSONS_SAMPLES`` and skip, saying so, when it i
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,11 @@ from helpers import write_pair
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several workers share the cores: one thread each (also for the kernels they start).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 SAMPLES = Path(os.environ.get("LESSONS_SAMPLES", REPO.parent / "shared" / "data"))
 
 
@@ -75,19 +81,27 @@ def papermill(path: Path, output: Path, parameters: dict, env: dict | None = Non
 
 
 @pytest.fixture(scope="session")
-def chapter_runs(tmp_path_factory) -> dict[str, Path]:
+def chapter_runs(tmp_path_factory, worker_id: str) -> dict[str, Path]:
     """Every chapter executed once by papermill at its defaults, as ``make book`` would.
 
     The runs go to ``<tmp>/runs`` (as ``$LESSONS_RUNS``), the executed notebooks to
     ``<tmp>/executed/<chapter>.ipynb``. The papermill tests check them and the book test renders
-    them instead of executing the chapters a second time (nbval is the other execution).
+    them instead of executing the chapters a second time (nbval is the other execution). Under
+    pytest-xdist the workers share one set: the first to ask executes it, the others wait.
 
     Returns:
         ``{"runs": ..., "executed": ...}``.
     """
-    root = tmp_path_factory.mktemp("chapter_runs")
-    runs, executed = root / "runs", root / "executed"
-    executed.mkdir()
-    for path in CHAPTERS:
-        papermill(path, executed / path.name, {}, env={"LESSONS_RUNS": str(runs)})
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "chapter_runs"
+    runs, executed, done = root / "runs", root / "executed", root / "done"
+    with FileLock(f"{root}.lock"):
+        if not done.is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            executed.mkdir(parents=True)
+            for path in CHAPTERS:
+                papermill(path, executed / path.name, {}, env={"LESSONS_RUNS": str(runs)})
+            done.write_text("\n".join(p.stem for p in CHAPTERS))
     return {"runs": runs, "executed": executed}

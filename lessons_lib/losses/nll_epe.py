@@ -16,11 +16,22 @@ from lessons_lib.losses.base import (
     reduce_images,
 )
 
-__all__ = ["NLLEPELoss", "epe", "nll_epe"]
+__all__ = ["NLLEPELoss", "epe", "forward_differences", "nll_epe"]
 
 
-def _derivatives(m: Tensor) -> tuple[Tensor, Tensor]:
-    """Forward differences along x (columns) and y (rows); 0 on the last column/row."""
+def forward_differences(m: Tensor) -> tuple[Tensor, Tensor]:
+    """The first derivatives of :func:`epe`: forward differences along x (columns) and y (rows).
+
+    ``dx[..., i, j] = m[..., i, j + 1] - m[..., i, j]``, ``dy[..., i, j] = m[..., i + 1, j] -
+    m[..., i, j]``, and 0 on the last column (``dx``) and last row (``dy``), so both keep the
+    shape of ``m``. Used for Eq. (2) of Sarker et al., SLSDeep, MICCAI 2018 (arXiv 1805.10241).
+
+    Args:
+        m: Maps, (N, H, W).
+
+    Returns:
+        ``(dx, dy)``, each (N, H, W).
+    """
     dx = F.pad(m[:, :, 1:] - m[:, :, :-1], (0, 1))
     dy = F.pad(m[:, 1:, :] - m[:, :-1, :], (0, 0, 0, 1))
     return dx, dy
@@ -60,8 +71,8 @@ def epe(pred_prob: Tensor, target: Tensor, eps: float = 1e-6, reduction: str = "
         raise ValueError(f"epe: eps must be > 0, got {eps}")
     m = foreground(activate(pred_prob, "none"))
     g = mask_3d(target, m.shape, "epe").to(m.dtype)
-    mx, my = _derivatives(m)
-    gx, gy = _derivatives(g)
+    mx, my = forward_differences(m)
+    gx, gy = forward_differences(g)
     sq = (mx - gx) ** 2 + (my - gy) ** 2
     per_pixel = torch.sqrt(sq + eps) - eps**0.5
     return reduce_images(per_pixel.mean(dim=(1, 2)), reduction)

@@ -16,7 +16,7 @@ import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle, lr_find)
 import numpy as np
 import pandas as pd
 import torch
-from fastai.callback.schedule import ParamScheduler, SchedPoly
+from fastai.callback.schedule import ParamScheduler
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
@@ -27,6 +27,27 @@ from lessons_lib.training.callbacks import AtomicSaveModel, HistoryCSV, PooledSc
 
 SCHEDULES = ("one_cycle", "constant", "poly")
 """Learning-rate policies of :func:`fit_stage`."""
+
+
+def poly_schedule(lr: float | np.ndarray, power: float = 0.9) -> Callable[[float], np.ndarray]:
+    """The "poly" policy, ``lr * (1 - t) ** power`` at training progress ``t`` in [0, 1]
+    (Chen et al., DeepLab, 2016; Zhao et al., PSPNet, 2017; SLSDeep uses power 0.9).
+
+    fastai's ``SchedPoly`` is another curve, ``lr * (1 - t ** power)``, hence this function.
+
+    Args:
+        lr: Base rate, or one per parameter group.
+        power: Exponent.
+
+    Returns:
+        A schedule for fastai's ``ParamScheduler`` (called with ``t`` every iteration).
+    """
+    base = np.asarray(lr, dtype=float)
+
+    def schedule(pos: float) -> np.ndarray:
+        return base * (1.0 - pos) ** power
+
+    return schedule
 
 
 def make_learner(
@@ -135,8 +156,7 @@ def fit_stage(
     if schedule == "one_cycle":
         learn.fit_one_cycle(epochs, lr_max, cbs=cbs)
     elif schedule == "poly":
-        poly = SchedPoly(lr_max, 0.0, power)
-        learn.fit(epochs, lr_max, cbs=[ParamScheduler({"lr": poly}), *cbs])
+        learn.fit(epochs, lr_max, cbs=[ParamScheduler({"lr": poly_schedule(lr_max, power)}), *cbs])
     else:
         learn.fit(epochs, lr_max, cbs=cbs)
     if monitor is None:

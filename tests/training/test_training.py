@@ -326,3 +326,12 @@ def test_figures(tiny, tmp_path: Path) -> None:
         assert 0.5 * height < pixels.shape[0] < 1.2 * height, name
         assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10, name
     assert worst_cases(per_image, k=1) == [per_image["jaccard"].idxmin()]
+
+
+def test_poly_schedule_is_the_papers_curve() -> None:
+    from lessons_lib.training.learner import poly_schedule
+
+    f = poly_schedule([1e-3, 1e-2], power=0.9)
+    assert np.allclose(f(0.0), [1e-3, 1e-2])
+    assert np.allclose(f(0.5), np.array([1e-3, 1e-2]) * 0.5**0.9)  # not 1 - 0.5 ** 0.9
+    assert np.allclose(f(1.0), 0.0)
