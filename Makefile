@@ -30,9 +30,10 @@ book-runs: $(STAMP)
 	$(BIN)/python -m lessons_lib.book use-runs --build
 
 # Lint, the notebook-strip check, then every test: unit tests, papermill runs of every chapter,
-# the strict book build, and nbval over every notebook.
+# the strict book build (rendering those runs), and nbval over every notebook. Two workers
+# (pytest-xdist); --dist loadscope keeps each notebook's cells, and each test file, on one worker.
 test: lint
-	$(BIN)/python -m pytest --nbval-lax tests notebooks
+	$(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax tests notebooks
 
 # Unit tests only (no notebook execution, no book build): seconds, for the edit-test loop.
 test-fast: $(STAMP)
