@@ -4,8 +4,9 @@ Packages by meaning (``CONTRIBUTING.md`` draws the tree): ``data`` (publisher la
 splits, the prepared cache), ``synth`` (synthetic dermoscopy), ``metrics`` (the ISIC rules),
 ``losses``, ``models`` (one module per network), ``transforms``, ``training`` (the one fastai
 training path), ``evaluation`` (at original size, post-processing, ensembles), ``viz``,
-``baseline``, ``chapter`` and ``record`` (a run and its ``metrics.json``), ``source`` (showing
-library code in a chapter), ``book`` (the Sphinx extension and the leaderboard), ``cli``.
+``baseline``, ``params`` (a chapter's parameters), ``chapter`` and ``record`` (a run and its
+``metrics.json``), ``source`` (showing library code in a chapter), ``book`` (the Sphinx
+extension and the leaderboard), ``cli``.
 """
 
 __version__ = "0.1.0"

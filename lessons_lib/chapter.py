@@ -1,60 +1,55 @@
 """What every chapter notebook does at its start and end (the chapter contract).
 
-* :func:`resolve_params` merges a chapter's ``PROFILES`` (``smoke``: CPU, synthetic data,
-  tiny sizes; ``full``: the paper's settings) with the papermill parameters a user passed
-  (``None`` means "the profile's value").
+* :func:`resolve_params` (from :mod:`lessons_lib.params`) merges a chapter's ``PROFILES``
+  (``smoke``: CPU, synthetic data, tiny sizes; ``full``: the paper's settings) with the
+  papermill parameters a user passed (``None`` means "the profile's value"), checking and
+  converting each by the profiles' types and ranges (:class:`ParameterError`).
 * :func:`setup` seeds everything, picks the device and prints the environment.
 * :func:`get_data` generates the synthetic dataset or finds the real one, and prepares it.
 * :class:`Run` writes ``metrics.json`` (:class:`lessons_lib.record.RunRecord`), per-image CSVs,
-  weights and figures atomically.
+  weights and figures atomically, and never mixes a rerun's files with an earlier run's
+  (:class:`RunFolderError`).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import platform
 import random
 import subprocess
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lessons_lib.atomic import cache_dir, write_json, write_with
+from lessons_lib.atomic import cache_dir, jsonable, temp_destination, write_json, write_with
 from lessons_lib.data.prepare import PreparedData, prepare
 from lessons_lib.errors import DataError
+from lessons_lib.params import ParameterError, resolve_params
 from lessons_lib.record import Result, RunRecord, comparison_table
 
+__all__ = [
+    "ParameterError",
+    "Run",
+    "RunFolderError",
+    "clear_run_folder",
+    "default_out",
+    "environment",
+    "get_data",
+    "git_revision",
+    "read_run_params",
+    "resolve_params",
+    "runs_dir",
+    "setup",
+]
+
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = ("smoke", "full")
-COMMON = ("data_dir", "seed", "out_dir")  # parameters every chapter has, the same in any profile
-
-
-def resolve_params(
-    profiles: dict[str, dict], profile: str, given: dict[str, Any]
-) -> SimpleNamespace:
-    """Merge a profile's defaults with explicitly given parameters.
-
-    Args:
-        profiles: ``{"smoke": {...}, "full": {...}}``, each naming every parameter.
-        profile: Which profile supplies the defaults.
-        given: The notebook's parameter values (e.g. ``globals()``); keys the profiles know
-            and whose value is not ``None`` override the profile. The :data:`COMMON`
-            parameters (``data_dir``, ``seed``, ``out_dir``) are taken from here as they are.
-
-    Returns:
-        A namespace with every parameter, plus ``profile``.
-    """
-    if profile not in profiles:
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(profiles)}")
-    params = dict(profiles[profile])
-    params.update({k: given[k] for k in params if given.get(k) is not None})
-    params.update({k: given.get(k) for k in COMMON if k not in params})
-    return SimpleNamespace(profile=profile, **params)
 
 
 def runs_dir() -> Path:
@@ -161,8 +156,113 @@ def get_data(
     return root, prepare(root, dataset, prepare_size, seed=seed, workers=workers)
 
 
+RUN_FILES = (
+    "params.json",
+    "metrics.json",
+    "history.csv",
+    "per_image_*.csv",
+    "figures/*.png",
+    "models/*.pth",
+    "predictions/*/*_segmentation.png",
+    "*/history.csv",
+    "*/models/*.pth",
+)
+"""What a chapter run writes in its folder (relative patterns): the files :class:`Run` writes,
+the training path's ``history.csv`` and checkpoints (also in a sub-folder per model, as the
+ensemble and ablation chapters train them) and the evaluation's predicted masks. A rerun into
+the folder deletes these, and the temporary files an interrupted write left of them, and
+nothing else (:func:`clear_run_folder`)."""
+
+
+class RunFolderError(DataError):
+    """An ``out_dir`` a run cannot use: another run's folder with different parameters, a
+    folder that is not a run's, or a file (the message names the folder and the fix)."""
+
+
+def _is_run_file(relative: Path) -> bool:
+    parts = relative.parts
+    return any(
+        len(parts) == len(pattern.split("/"))
+        and all(fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern.split("/"), strict=True))
+        for pattern in RUN_FILES
+    )
+
+
+def read_run_params(folder: str | Path) -> dict[str, Any] | None:
+    """The ``params.json`` a chapter run wrote in ``folder``: a JSON object naming its
+    ``chapter``, or ``None`` if there is none (missing, unreadable or not a run's)."""
+    try:
+        data = json.loads((Path(folder) / "params.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("chapter"), str) else None
+
+
+def clear_run_folder(folder: str | Path) -> list[Path]:
+    """Delete an earlier run's files (:data:`RUN_FILES` and their temporary files) in a run
+    folder; folders left empty go too. Anything else stays.
+
+    Returns:
+        The files that stay (not written by a run), for the caller to mention.
+
+    Raises:
+        RunFolderError: ``folder`` holds no ``params.json`` written by a chapter run.
+    """
+    folder = Path(folder)
+    if read_run_params(folder) is None:
+        raise RunFolderError(
+            "not a chapter run's folder (no params.json written by a run): nothing is deleted",
+            folder,
+            "pass a new or empty folder as out_dir",
+        )
+    touched: set[Path] = set()
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() and not path.is_symlink():
+            continue
+        relative = path.relative_to(folder)
+        temporary = temp_destination(path.name)
+        if _is_run_file(relative) or (temporary and _is_run_file(relative.with_name(temporary))):
+            path.unlink()
+            touched.add(path.parent)
+    for directory in sorted(touched, key=lambda p: len(p.parts), reverse=True):
+        while directory != folder:
+            try:
+                directory.rmdir()  # only when empty
+            except OSError:
+                break
+            directory = directory.parent
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _differences(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """``name: old -> new`` for the recorded parameters that differ (``out_dir``, the folder
+    itself, and ``overwrite`` are not the run's parameters)."""
+    ignored = ("out_dir", "overwrite")
+    before, now = jsonable(before), jsonable(now)
+    changed = []
+    for key in dict.fromkeys([*before, *now]):
+        if key in ignored or before.get(key, ...) == now.get(key, ...):
+            continue
+        old = json.dumps(before[key]) if key in before else "(absent)"
+        new = json.dumps(now[key]) if key in now else "(absent)"
+        changed.append(f"{key}: {old} -> {new}")
+    return changed
+
+
 class Run:
     """A chapter run's output folder: everything is written atomically.
+
+    The folder is made, and ``params.json`` written, once every check has passed (a wrong
+    ``out_dir`` or chapter id leaves nothing behind). A rerun never mixes two runs' files:
+
+    * a folder of an earlier run with the same parameters is cleared of that run's files
+      (:func:`clear_run_folder`) and the run starts afresh;
+    * a folder of an earlier run with different parameters is refused (a
+      :class:`RunFolderError` lists the parameters that differ), unless ``overwrite``, which
+      clears it; a folder holding only the earlier run's ``params.json`` (it stopped before
+      writing anything) is simply reused;
+    * a non-empty folder that is not a run's (no ``params.json`` written by a run) is refused:
+      a run deletes only files a run writes.
 
     Args:
         out_dir: Where outputs go; default ``<runs>/<chapter>/<profile>-<dataset>``.
@@ -170,13 +270,24 @@ class Run:
         paper: Short citation of the reproduced paper.
         params: The resolved parameters (recorded in ``metrics.json``).
         env: :func:`environment`'s dictionary.
+        overwrite: Replace an earlier run with different parameters in ``out_dir``; ``None``:
+            the ``overwrite`` parameter in ``params`` (a chapter's papermill parameter), else
+            ``False``. It is not recorded with the parameters.
 
     Raises:
         ValueError: ``chapter`` names no notebook in the repository's ``notebooks/``.
+        RunFolderError: ``out_dir`` is a file, another run's folder with different parameters
+            (without ``overwrite``) or a non-empty folder that is not a run's.
     """
 
     def __init__(
-        self, out_dir: str | Path | None, chapter: str, paper: str, params: Any, env: dict
+        self,
+        out_dir: str | Path | None,
+        chapter: str,
+        paper: str,
+        params: Any,
+        env: dict,
+        overwrite: bool | None = None,
     ):
         notebooks = REPO / "notebooks"
         if notebooks.is_dir() and not (notebooks / f"{chapter}.ipynb").is_file():
@@ -186,16 +297,73 @@ class Run:
                 f"known chapters: {known}"
             )
         self.params = dict(vars(params)) if not isinstance(params, dict) else dict(params)
+        from_params = self.params.pop("overwrite", None)
+        overwrite = bool(from_params if overwrite is None else overwrite)
         if out_dir is None:
             out_dir = default_out(chapter, self.params["profile"], self.params["dataset"])
-        self.out = Path(out_dir)
+        self.out = Path(out_dir).expanduser()
+        record = {"chapter": chapter, **self.params}
+        self._claim(record, overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         self.chapter, self.paper, self.env = chapter, paper, env
         self.results: list[Result] = []
         self.timings: dict[str, float] = {}
         self.start = time.time()
         self._mark = self.start
-        write_json(self.out / "params.json", {"chapter": chapter, **self.params})
+        write_json(self.out / "params.json", record)
+
+    def _claim(self, record: dict[str, Any], overwrite: bool) -> None:
+        """Check ``self.out`` can take this run and clear an earlier run's files from it."""
+        out = self.out
+        fix = (
+            "pass a new out_dir to keep the earlier run (papermill: -p out_dir <folder>), or "
+            "overwrite=True to replace it (papermill: -p overwrite True)"
+        )
+        if out.exists() and not out.is_dir():
+            raise RunFolderError(
+                "out_dir is a file, not a folder", out, "pass a folder (new or empty) as out_dir"
+            )
+        if not out.is_dir():
+            return
+        entries = [p for p in out.iterdir() if not p.name.startswith(".")]
+        before = read_run_params(out)
+        if before is None:
+            if entries:
+                why = (
+                    "its params.json was not written by a chapter run"
+                    if (out / "params.json").exists()
+                    else "it has no params.json"
+                )
+                also = " (overwrite=True replaces only a chapter run's folder)" if overwrite else ""
+                raise RunFolderError(
+                    f"out_dir holds files but is not a chapter run's folder ({why}); a run "
+                    f"would mix its files with them, and deletes only files a run writes{also}",
+                    out,
+                    "pass a new or empty folder as out_dir",
+                )
+            return
+        changed = _differences(before, record)
+        outputs = [p for p in entries if p.name != "params.json"]
+        if changed and outputs and not overwrite:
+            raise RunFolderError(
+                "out_dir holds an earlier run with other parameters ("
+                + "; ".join(changed)
+                + "); the new run's files would be mixed with the earlier run's",
+                out,
+                fix,
+            )
+        kept = [
+            p
+            for p in clear_run_folder(out)
+            if not any(part.startswith(".") for part in p.relative_to(out).parts)
+        ]
+        if kept:
+            warnings.warn(
+                f"{out}: an earlier run's files were removed; kept {len(kept)} file(s) that a "
+                f"run does not write: {', '.join(str(p.relative_to(out)) for p in kept[:5])}"
+                + (", ..." if len(kept) > 5 else ""),
+                stacklevel=3,
+            )
 
     def lap(self, name: str) -> None:
         """Record the seconds since the previous lap under ``name`` (in ``timings_s``)."""

@@ -1,4 +1,9 @@
-"""Command line: ``python -m lessons_lib data synth|prepare|check`` and ``... score``."""
+"""Command line: ``python -m lessons_lib data synth|prepare|check`` and ``... score``.
+
+A user's mistake (bad data, a read-only or full cache, a bad option value) is one
+``error: ...`` line and exit status 2, never a traceback; Ctrl-C is one ``interrupted`` line and
+exit status 130.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,17 @@ from pathlib import Path
 
 from lessons_lib.data.layouts import DATASETS, SPLITS
 from lessons_lib.errors import DataError
+
+
+def _positive_int(text: str) -> int:
+    """An option value that must be a whole number >= 1 (``--size 0`` is refused)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -66,9 +82,11 @@ def parser() -> argparse.ArgumentParser:
         p = dsub.add_parser(name, help=helptext)
         p.add_argument("--dataset", required=True, choices=DATASETS)
         p.add_argument("--root", required=True, type=Path)
-        p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--workers", type=_positive_int, default=2)
         if name == "prepare":
-            p.add_argument("--size", type=int, required=True, help="shorter side in pixels")
+            p.add_argument(
+                "--size", type=_positive_int, required=True, help="shorter side in pixels (>= 1)"
+            )
             p.add_argument("--out", type=Path, default=None)
             p.add_argument("--split", choices=SPLITS, action="append")
             p.add_argument("--seed", type=int, default=0)
@@ -85,13 +103,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; a :class:`DataError` is printed without a traceback."""
+    """Run the command line.
+
+    A :class:`DataError` (bad data, or a cache folder that cannot be written) is printed as
+    ``error: ...`` without a traceback and returns 2; Ctrl-C prints ``interrupted`` and
+    returns 130 (the shell's code for SIGINT), after the worker processes have stopped.
+    """
     args = parser().parse_args(argv)
     try:
         return args.run(args)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,9 @@
 """Shared fixtures: tiny datasets written on the fly, and real dermoscopy samples.
 
+The synthetic dataset is written and prepared once per test process (``synthetic_root``,
+``synthetic_data``); tests that need a dataset of their own (to test the generator, or to
+damage one) make it in their ``tmp_path`` instead.
+
 Real samples (a few ISIC 2017, PH2 and HAM10000 images with their masks, in their publishers'
 layouts) are not part of the repository: their licences forbid redistribution. Tests that use
 them read the folder named by ``LESSONS_SAMPLES`` and skip, saying so, when it is absent.
@@ -10,10 +14,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from helpers import write_pair
+from helpers import SYNTH, SYNTH_PREPARE_SIZE, SYNTH_SEED, write_pair
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +36,33 @@ def samples() -> Path:
     if not SAMPLES.is_dir():
         pytest.skip(f"real-data samples not found at {SAMPLES}; set LESSONS_SAMPLES to run it")
     return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> tuple[Path, Any]:
+    """The shared synthetic dataset, generated and prepared by ``chapter.get_data``.
+
+    ``LESSONS_CACHE`` points at a fresh folder of this process's basetemp while it runs (the
+    user's cache is untouched; each pytest-xdist worker writes its own copy): the dataset is
+    ``<cache>/synthetic/<settings>-seed<seed>``, prepared at ``SYNTH_PREPARE_SIZE`` under
+    ``<cache>/prepared``. Read-only for tests: copy it before damaging it.
+
+    Returns:
+        ``(root, prepared)``: the dataset root and its ``PreparedData``.
+    """
+    from lessons_lib import chapter
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LESSONS_CACHE", str(tmp_path_factory.mktemp("lessons_cache")))
+        return chapter.get_data(
+            "synthetic", None, SYNTH_PREPARE_SIZE, synth=dict(SYNTH), seed=SYNTH_SEED
+        )
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(synthetic_data) -> Path:
+    """The shared synthetic dataset's root: the ISIC 2017 layout, ``synth.json`` included."""
+    return synthetic_data[0]
 
 
 @pytest.fixture

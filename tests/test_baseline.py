@@ -7,6 +7,7 @@ import inspect
 
 import numpy as np
 import pytest
+from helpers import SYNTH_COUNTS
 
 from lessons_lib.baseline import (
     CHANNELS,
@@ -15,9 +16,8 @@ from lessons_lib.baseline import (
     otsu_segment,
     otsu_steps,
 )
-from lessons_lib.data import prepare
 from lessons_lib.metrics import jaccard
-from lessons_lib.synth import SynthConfig, generate, make_dataset
+from lessons_lib.synth import SynthConfig, generate
 
 
 def _mean_ja(seeds, predict) -> float:
@@ -137,14 +137,13 @@ def test_dataclass_defaults_match_the_function():
     assert fields == {k: p.default for k, p in params.items() if k != "image"}
 
 
-def test_evaluate_scores_at_original_size(tmp_path):
-    root = make_dataset(tmp_path / "synth", n=2, n_valid=0, n_test=3, size=96, seed=1)
-    data = prepare(root, "synthetic", 48, out=tmp_path / "prep", splits=("test",), workers=1)
+def test_evaluate_scores_at_original_size(synthetic_data, tmp_path):
+    _, data = synthetic_data
     per_image, summary, small = ClassicalBaseline().evaluate(
         data, "test", save_dir=tmp_path / "pred"
     )
     assert list(per_image.index) == [e["id"] for e in data.entries("test")]
-    assert summary["n_images"] == 3 and 0 <= summary["jaccard"] <= 1
+    assert summary["n_images"] == SYNTH_COUNTS["test"] and 0 <= summary["jaccard"] <= 1
     assert set(small) == set(per_image.index)
     saved = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert saved == [f"{i}_segmentation.png" for i in per_image.index]

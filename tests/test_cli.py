@@ -7,32 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from lessons_lib.cli import main
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth") / "data"
-    assert (
-        main(["data", "synth", "--out", str(root), "--n", "4", "--size", "64", "--seed", "1"]) == 0
-    )
-    return root
+def test_synth_writes_an_isic2017_layout(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    args = ["data", "synth", "--out", str(root), "--n", "4", "--size", "64", "--seed", "1"]
+    assert main(args) == 0
+    assert len(list((root / "ISIC-2017_Training_Data").glob("ISIC_*[0-9].jpg"))) == 4
+    assert json.loads((root / "synth.json").read_text())["seed"] == 1
 
 
-def test_synth_writes_an_isic2017_layout(synth_root: Path) -> None:
-    assert len(list((synth_root / "ISIC-2017_Training_Data").glob("ISIC_*[0-9].jpg"))) == 4
-    assert json.loads((synth_root / "synth.json").read_text())["seed"] == 1
-
-
-def test_check_good_and_bad(synth_root: Path, tmp_path: Path, capsys) -> None:
-    assert main(["data", "check", "--dataset", "synthetic", "--root", str(synth_root)]) == 0
+def test_check_good_and_bad(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    assert main(["data", "check", "--dataset", "synthetic", "--root", str(synthetic_root)]) == 0
     assert "0 problem(s)" in capsys.readouterr().out
     import shutil
 
     bad = tmp_path / "bad"
-    shutil.copytree(synth_root, bad)
+    shutil.copytree(synthetic_root, bad)
     victim = sorted((bad / "ISIC-2017_Training_Data").glob("ISIC_*[0-9].jpg"))[0]
     victim.write_bytes(victim.read_bytes()[:200])
     (bad / "ISIC-2017_Validation_Part1_GroundTruth").joinpath(
@@ -45,15 +37,24 @@ def test_check_good_and_bad(synth_root: Path, tmp_path: Path, capsys) -> None:
     assert out.count("PROBLEM") == 2 and victim.name in out
 
 
-def test_prepare(synth_root: Path, tmp_path: Path, capsys) -> None:
-    args = ["data", "prepare", "--dataset", "synthetic", "--root", str(synth_root), "--size", "32"]
+def test_prepare(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    args = [
+        "data",
+        "prepare",
+        "--dataset",
+        "synthetic",
+        "--root",
+        str(synthetic_root),
+        "--size",
+        "32",
+    ]
     assert main(args + ["--out", str(tmp_path / "p"), "--split", "train"]) == 0
     manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
     assert {e["split"] for e in manifest["entries"]} == {"train"} and manifest["size"] == 32
 
 
-def test_score_text_and_json(synth_root: Path, capsys) -> None:
-    truth = synth_root / "ISIC-2017_Test_v2_Part1_GroundTruth"
+def test_score_text_and_json(synthetic_root: Path, capsys) -> None:
+    truth = synthetic_root / "ISIC-2017_Test_v2_Part1_GroundTruth"
     assert main(["score", str(truth), str(truth), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["summary"]["jaccard"] == 1.0

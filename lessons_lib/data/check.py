@@ -6,7 +6,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from lessons_lib.data.io import read_pair
-from lessons_lib.data.layouts import available_splits, find_pairs
+from lessons_lib.data.layouts import LAYOUTS, SPLITS, find_pairs
 from lessons_lib.errors import DataError
 
 
@@ -24,23 +24,31 @@ def check_dataset(
     """Open every image and mask of a dataset and collect every problem.
 
     Unlike the loaders, which stop at the first bad file, this reads them all: missing or
-    orphan masks, unreadable or truncated files, wrong sizes, non-binary or colour masks.
+    orphan masks, broken symbolic links, unreadable or truncated files, wrong sizes,
+    non-binary or colour masks. Nothing is written: PH2 and ``folder`` data, which have no
+    official split, are checked file by file and their seeded split is drawn later, when a
+    chapter or ``prepare`` first needs it, from the files as they are then.
 
     Args:
         root: Dataset root.
         dataset: Dataset key (see :data:`lessons_lib.data.DATASETS`).
-        split: One split, or ``None`` for all.
+        split: One official split, or ``None`` for all. PH2 and ``folder`` data are checked
+            whole whatever the split, since their splits are not drawn yet.
         workers: Processes reading files in parallel.
 
     Returns:
         ``(number of pairs checked, problem messages)``; no messages means the data is good.
+        A root that is missing, is a file or holds no such layout, or an official split
+        that is absent, is one problem message.
     """
     problems: list[DataError] = []
-    pairs = []
+    pairs: list[tuple[Path, Path]] = []
     try:
-        for s in [split] if split else available_splits(root, dataset):
-            pairs += find_pairs(root, dataset, s, problems=problems)
-    except DataError as err:  # no layout at all, or a bad split name
+        if split is not None and split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+        official = split if dataset in LAYOUTS else None
+        pairs = find_pairs(root, dataset, official, problems=problems)
+    except DataError as err:  # no layout at all, an absent split, a root that is a file
         problems.append(err)
     if workers > 1 and len(pairs) > 8:
         with ProcessPoolExecutor(workers) as pool:

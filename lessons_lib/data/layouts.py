@@ -8,6 +8,7 @@ PH2 and a user's own ``folder`` data have no official split and get a seeded one
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,51 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def broken_link(path: Path) -> DataError | None:
+    """A :class:`DataError` if ``path`` is a symbolic link whose target does not exist."""
+    if not (path.is_symlink() and not path.exists()):
+        return None
+    return DataError(
+        f"broken symbolic link: it points to {os.readlink(path)}, which does not exist",
+        path,
+        "restore the file it points to (a moved or unmounted data folder?), or remove the link",
+    )
+
+
+def _broken_images(folder: Path) -> list[DataError]:
+    """Broken symbolic links in ``folder`` named like images (:func:`list_images` skips them)."""
+    links = (
+        p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() in IMAGE_SUFFIXES and not _IGNORED.search(p.name)
+    )
+    return [err for err in map(broken_link, links) if err is not None]
+
+
+def check_root(root: Path) -> None:
+    """Raise a :class:`DataError` unless ``root`` is an existing folder.
+
+    Raises:
+        DataError: ``root`` does not exist, or is a file (an archive not yet unzipped, say).
+    """
+    if root.is_dir():
+        return
+    if root.is_file():
+        archive = root.suffix.lower() in (".zip", ".tar", ".gz", ".tgz", ".rar", ".7z")
+        fix = (
+            f"unzip it first (e.g. `unzip {root.name} -d {root.stem}`) and pass that folder"
+            if archive
+            else "pass the folder that holds the dataset, not a file in it"
+        )
+        raise DataError("dataset root is a file, not a folder", root, fix)
+    link = broken_link(root)
+    if link is not None:
+        raise link
+    raise DataError(
+        "dataset root does not exist", root, "download the data, or fix the path you passed"
+    )
+
+
 def _locate(root: Path, marker: str) -> Path | None:
     """Return ``root`` or the one sub-folder of it that contains ``marker``."""
     if (root / marker).exists():
@@ -121,7 +167,9 @@ def detect_dataset(root: Path | str) -> str | None:
 
 def _no_layout(root: Path, dataset: str, expected: str) -> DataError:
     found = detect_dataset(root)
-    hint = f"this folder looks like dataset={found!r}; pass that instead" if found else None
+    hint = None
+    if found and found != dataset:
+        hint = f"this folder looks like dataset={found!r}; pass that instead"
     return DataError(
         f"no {dataset} layout here: expected {expected}",
         root,
@@ -147,29 +195,34 @@ def _pairs_in(
         fix = "download and unzip the ground-truth archive next to the image folder"
         _report(problems, DataError("ground-truth folder is missing", mask_dir, fix))
         return []
+    broken = _broken_images(img_dir)
+    for err in broken:
+        _report(problems, err)
+    images = list_images(img_dir)
     pairs = []
-    for image in list_images(img_dir):
-        for s in suffixes:
-            mask = mask_dir / f"{image.stem}{s}"
-            if mask.is_file():
-                pairs.append((image, mask))
-                break
-        else:
-            looked = ", ".join(image.stem + s for s in suffixes)
-            fix = "restore the missing mask, or remove the image from the dataset"
-            _report(problems, DataError(f"no mask ({looked}) in {mask_dir}", image, fix))
-    if not pairs and problems is None:
+    for image in images:
+        candidates = [mask_dir / f"{image.stem}{s}" for s in suffixes]
+        mask = next((m for m in candidates if m.is_file()), None)
+        if mask is not None:
+            pairs.append((image, mask))
+            continue
+        link = next((err for err in map(broken_link, candidates) if err is not None), None)
+        if link is not None:
+            _report(problems, link)
+            continue
+        looked = ", ".join(m.name for m in candidates)
+        fix = "restore the missing mask, or remove the image from the dataset"
+        _report(problems, DataError(f"no mask ({looked}) in {mask_dir}", image, fix))
+    if not images and not broken:
         fix = "check that the archive was fully unzipped here"
-        raise DataError("no images found", img_dir, fix)
-    if problems is not None:
-        stems = {p.stem for p in list_images(img_dir)}
-        if not stems:
-            fix = "check that the archive was fully unzipped here"
-            problems.append(DataError("no images found", img_dir, fix))
+        _report(problems, DataError("no images found", img_dir, fix))
+    if problems is not None:  # a whole-dataset check also lists masks without an image
+        stems = {p.stem for p in images} | {e.path.stem for e in broken if e.path is not None}
         for mask in sorted(mask_dir.iterdir()):
             stem = next((mask.name[: -len(s)] for s in suffixes if mask.name.endswith(s)), None)
             if stem is not None and stem not in stems:
-                problems.append(DataError("mask has no image", mask, "remove it or restore it"))
+                fix = "restore its image, or remove the mask"
+                problems.append(DataError("mask has no image", mask, fix))
     return pairs
 
 
@@ -180,16 +233,36 @@ def _official(root: Path, layout: Layout, split: str | None, problems: Problems)
             root,
             "use one of those, or carve a split out of 'train' with lessons_lib.data.split_pairs",
         )
-    wanted = [split] if split else list(layout.folders)
-    found = [(s, _locate(root, layout.folders[s][0])) for s in wanted]
-    present = [(s, base) for s, base in found if base is not None]
-    if not present or (split is not None and found[0][1] is None):
-        names = " or ".join(layout.folders[s][0] for s in wanted)
+    found = {s: _locate(root, layout.folders[s][0]) for s in layout.folders}
+    present = [s for s, base in found.items() if base is not None]
+    if not present:
+        names = " or ".join(layout.folders[s][0] for s in ([split] if split else layout.folders))
         raise _no_layout(root, layout.name, f"a folder {names} (download: {layout.url})")
+    if split is not None and found[split] is None:
+        raise DataError(
+            f"the {split!r} split of {layout.title} is absent: no folder "
+            f"{layout.folders[split][0]} here (splits present: {', '.join(present)})",
+            root,
+            f"download and unzip that split ({layout.url}) here, "
+            f"or ask for a split that is present ({', '.join(present)})",
+        )
     pairs: list[Pair] = []
-    for s, base in present:
+    for s in [split] if split else present:
         img, gt = layout.folders[s]
-        pairs += _pairs_in(base / img, base / gt, layout.mask_suffix, problems)
+        pairs += _pairs_in(found[s] / img, found[s] / gt, layout.mask_suffix, problems)
+    if problems is not None and split is None:  # ground truth whose images were never unzipped
+        for s in layout.folders:
+            gt_base = None if found[s] else _locate(root, layout.folders[s][1])
+            if gt_base is not None:
+                problems.append(
+                    DataError(
+                        f"ground truth of the {s!r} split without its images "
+                        f"({layout.folders[s][0]} is missing)",
+                        gt_base / layout.folders[s][1],
+                        f"download and unzip the {s!r} images ({layout.url}) beside it, "
+                        "or remove this folder",
+                    )
+                )
     return pairs
 
 
@@ -204,11 +277,15 @@ def _ph2_all(root: Path, problems: Problems) -> list[Pair]:
         mask = case / f"{case.name}_lesion" / f"{case.name}_lesion.bmp"
         missing = [p for p in (image, mask) if not p.is_file()]
         for p in missing:
-            _report(problems, DataError("PH2 case file is missing", p, "re-extract the archive"))
+            err = broken_link(p) or DataError(
+                "PH2 case file is missing", p, "re-extract the archive"
+            )
+            _report(problems, err)
         if not missing:
             pairs.append((image, mask))
-    if not pairs:
-        raise DataError("no IMDxxx cases found", base / PH2_DIR, "re-extract the PH2 archive")
+    if not cases:
+        fix = "re-extract the PH2 archive"
+        _report(problems, DataError("no IMDxxx cases found", base / PH2_DIR, fix))
     return pairs
 
 
@@ -221,15 +298,23 @@ def _folder_all(root: Path, problems: Problems) -> list[Pair]:
 def available_splits(root: Path | str, dataset: str) -> list[str]:
     """The splits of ``dataset`` present under ``root`` (all three for seeded splits).
 
+    Only the folders are looked at: no file is read and no split is drawn.
+
     Raises:
-        DataError: no split of that layout is there.
+        DataError: the root is missing or a file, or no split of that layout is there.
     """
     root = Path(root).expanduser()
-    if dataset not in LAYOUTS:
-        find_pairs(root, dataset)  # raises if the layout is missing
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
+    check_root(root)
+    if dataset == "ph2":
+        if _locate(root, PH2_DIR) is None:
+            raise _no_layout(root, "ph2", f"a folder '{PH2_DIR}' with IMDxxx case folders")
         return list(SPLITS)
-    if not root.is_dir():
-        raise DataError("dataset root does not exist", root, "fix the path you passed")
+    if dataset == "folder":
+        if not (root / "images").is_dir():
+            raise _no_layout(root, "folder", "sub-folders images/ and masks/")
+        return list(SPLITS)
     layout = LAYOUTS[dataset]
     found = [s for s, (img, _) in layout.folders.items() if _locate(root, img)]
     if not found:
@@ -251,36 +336,61 @@ def find_pairs(
         root: The unzipped dataset folder (or the folder containing it).
         dataset: One of ``isic2016, isic2017, isic2018, ph2, folder, synthetic``.
         split: ``train``, ``valid`` or ``test``; ``None`` for every image. PH2 and
-            ``folder`` data get a seeded split saved beside the data (or in the cache),
-            so reruns agree (:func:`lessons_lib.data.split.seeded_split`).
+            ``folder`` data get a seeded split, drawn on first use and saved beside the data
+            (or in the cache) so reruns agree (:func:`lessons_lib.data.split.seeded_split`);
+            with ``split=None`` no split is drawn or saved.
         seed: Seed of that split.
-        problems: If a list, file-level problems (missing masks, orphan masks, empty
-            folders) are appended to it instead of raised, as ``data check`` does.
+        problems: If a list, file-level problems (missing masks, orphan masks, broken
+            links, empty folders) are appended to it instead of raised, as ``data check``
+            does.
 
     Returns:
         ``[(image_path, mask_path), ...]`` sorted by image id.
 
     Raises:
-        DataError: unknown dataset or split, missing root or layout, a missing mask, an
-            empty split.
+        DataError: unknown dataset or split, a missing root (or a file), a missing layout or
+            split, a missing mask, a broken link, an empty split (saying how many images a
+            seeded split needs).
     """
-    from lessons_lib.data.split import seeded_split
+    from lessons_lib.data.split import min_images, seeded_split, split_file
 
     root = Path(root).expanduser()
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    if not root.is_dir():
-        raise DataError(
-            "dataset root does not exist", root, "download the data, or fix the path you passed"
-        )
+    check_root(root)
     if dataset in LAYOUTS:
         pairs = _official(root, LAYOUTS[dataset], split, problems)
     else:
         pairs = _ph2_all(root, problems) if dataset == "ph2" else _folder_all(root, problems)
-        if split is not None:
-            pairs = seeded_split(pairs, root, dataset, seed)[split]
+        if split is not None and pairs:
+            everything = pairs
+            pairs = seeded_split(everything, root, dataset, seed)[split]
+            need = min_images(split)
+            if not pairs and len(everything) < need:
+                raise DataError(
+                    f"the {split!r} split is empty: the dataset has {len(everything)} "
+                    f"image/mask pair(s), and a seeded 70/10/20 split needs at least {need} "
+                    f"for its {split!r} part to hold one",
+                    root,
+                    f"add images (at least {need} in all)"
+                    + (
+                        ", or hold validation images out of 'train' with "
+                        "lessons_lib.data.split_pairs"
+                        if split == "valid"
+                        else ""
+                    ),
+                )
             if not pairs:
-                raise DataError(f"the {split!r} split is empty", root, "add images")
+                path = split_file(root, dataset, seed)
+                raise DataError(
+                    f"the {split!r} split is empty: every image the saved split put there "
+                    "has been removed",
+                    path,
+                    "delete this file to draw a new split (results from the old split are "
+                    "then not comparable with new ones)",
+                )
+    if not pairs and problems is None:
+        raise DataError("no images found", root, "check that the archive was fully unzipped")
     return sorted(pairs, key=lambda p: p[0].stem)

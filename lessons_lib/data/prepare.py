@@ -7,25 +7,47 @@ skips most of the inverse DCT work), resizes it so that its shorter side is ``si
 (aspect ratio kept), and writes it to a cache with its resized mask. Both cores work in
 parallel. A manifest keeps each image's original files and size, because evaluation always
 happens against the original mask at the original size.
+
+The cache is keyed by its sources: every resized image and mask carries (in a JPEG comment
+and a PNG text chunk) the path, size in bytes and modification time of the original image and
+mask it was made from. A later :func:`prepare` reuses a cached pair only when both files carry
+the stamps of the sources as they are now, so an image or mask replaced in the dataset is
+prepared again, and an interrupted run resumes where it stopped. Pairs that disappeared from
+the dataset are dropped from the manifest and their cached files removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from PIL.PngImagePlugin import PngInfo
 
-from lessons_lib.atomic import cache_dir, write_json, write_with
+from lessons_lib.atomic import (
+    WriteError,
+    cache_dir,
+    cache_fix,
+    clean_temp_files,
+    ensure_writable,
+    write_json,
+    write_with,
+)
 from lessons_lib.data.io import check_match, decode_image, open_image, read_mask, to_rgb
 from lessons_lib.data.layouts import available_splits, find_pairs
 from lessons_lib.errors import DataError
 
 MANIFEST = "manifest.json"
+#: Name of the PNG text chunk (and content of the JPEG comment) holding a cached file's sources.
+SOURCE_KEY = "lessons_source"
+#: Bump when the resizing changes, so that every cache is prepared again.
+CACHE_VERSION = 1
 
 
 def working_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -91,14 +113,83 @@ def _size(path: str | Path) -> tuple[int, int]:
         return im.size
 
 
+def source_stamp(image_path: str | Path, mask_path: str | Path, size: int) -> str | None:
+    """What a cached pair is made from: both sources' path, size and modification time.
+
+    Returns:
+        A JSON string, or ``None`` when a source cannot be read (it is then prepared, and the
+        reader reports the problem).
+    """
+    try:
+        stamps = [
+            [str(p), (st := os.stat(p)).st_size, st.st_mtime_ns] for p in (image_path, mask_path)
+        ]
+    except OSError:
+        return None
+    return json.dumps(
+        {"version": CACHE_VERSION, "size": size, "image": stamps[0], "mask": stamps[1]}
+    )
+
+
+def _stamp_of(path: str, kind: str) -> str | None:
+    """The source stamp a cached file carries (``None`` if absent or unreadable)."""
+    try:
+        with Image.open(path) as im:
+            value = im.info.get(SOURCE_KEY if kind == "png" else "comment")
+    except (OSError, ValueError):
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value
+
+
+def _cached_size(out_image: str, out_mask: str, stamp: str | None) -> tuple[int, int] | None:
+    """The size of a cached pair made from the sources as they are now, or ``None``."""
+    if stamp is None or _stamp_of(out_image, "jpeg") != stamp:
+        return None
+    if _stamp_of(out_mask, "png") != stamp:
+        return None
+    return _size(out_mask)
+
+
 def _one(job: tuple[str, str, str, str, int]) -> dict:
     image_path, mask_path, out_image, out_mask, size = job
-    if not (Path(out_image).is_file() and Path(out_mask).is_file()):  # else: done before
+    stamp = source_stamp(image_path, mask_path, size)
+    small_size = _cached_size(out_image, out_mask, stamp)
+    if small_size is None:  # new, changed, or interrupted half-way: prepare it
         image, mask = load_resized(Path(image_path), Path(mask_path), size)
-        write_with(out_image, lambda p: image.save(p, format="JPEG", quality=95))
+        comment = stamp or ""
+        write_with(out_image, lambda p: image.save(p, format="JPEG", quality=95, comment=comment))
+        info = PngInfo()
+        info.add_text(SOURCE_KEY, comment)
         small = Image.fromarray(mask.astype(np.uint8) * 255)
-        write_with(out_mask, lambda p: small.save(p, format="PNG"))
-    return {"orig_size": list(_size(mask_path)), "size": list(_size(out_mask))}
+        write_with(out_mask, lambda p: small.save(p, format="PNG", pnginfo=info))
+        small_size = small.size
+    return {"orig_size": list(_size(mask_path)), "size": list(small_size)}
+
+
+def ignore_sigint() -> None:
+    """Worker initialiser: Ctrl-C is the parent's to handle (it stops the pool cleanly)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(jobs: list[tuple], workers: int) -> list[dict]:
+    """Run :func:`_one` on every job; on Ctrl-C or an error, cancel what has not started.
+
+    Workers ignore Ctrl-C, finish the few images they hold (every write is atomic) and exit;
+    the exception then reaches the caller.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [_one(j) for j in jobs]
+    pool = ProcessPoolExecutor(workers, initializer=ignore_sigint)
+    try:
+        chunk = max(1, min(2, len(jobs) // (4 * workers)))  # small: Ctrl-C waits on little
+        results = list(pool.map(_one, jobs, chunksize=chunk))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
 
 
 @dataclass
@@ -155,6 +246,40 @@ def default_out(root: Path, dataset: str, size: int) -> Path:
     return cache_dir() / "prepared" / f"{dataset}-{digest}-{size}"
 
 
+def _positive_int(name: str, value: object, unit: str) -> int:
+    """``value`` as an ``int`` if it is a whole number >= 1, else an error naming ``name``.
+
+    Raises:
+        TypeError: not a whole number (``bool`` and ``float`` included).
+        ValueError: zero or negative.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(
+            f"{name} must be a whole number of {unit} (an int >= 1), "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number of {unit} >= 1, got {value}")
+    return int(value)
+
+
+def _unwritable(err: WriteError, explicit: bool) -> WriteError:
+    """``err`` (a folder of the prepared dataset cannot be written) with prepare's fix."""
+    if explicit:
+        fix = (
+            "pass a writable folder with free space as out (--out on the command line), "
+            "or leave it out to use the cache folder (LESSONS_CACHE)"
+        )
+    else:
+        fix = f"{cache_fix()}, or pass another folder as out (--out on the command line)"
+    reason = err.reason or err.what
+    return WriteError(f"cannot write the prepared dataset here ({reason})", err.path, fix, reason)
+
+
+def _cache_folders(out: Path, splits: tuple[str, ...]) -> list[Path]:
+    return [out] + [out / s / kind for s in splits for kind in ("images", "masks")]
+
+
 def prepare(
     root: Path | str,
     dataset: str,
@@ -165,6 +290,11 @@ def prepare(
     seed: int = 0,
 ) -> PreparedData:
     """Resize every pair of a dataset once; reuse what an earlier call already wrote.
+
+    A cached pair is reused only while its original image and mask are unchanged (same path,
+    size and modification time); pairs whose sources changed are prepared again, pairs gone
+    from the dataset are dropped, and temporary files that a killed run left in the cache are
+    removed (see :func:`lessons_lib.atomic.clean_temp_files`).
 
     Args:
         root: Dataset root, as for :func:`~lessons_lib.data.find_pairs`.
@@ -178,9 +308,23 @@ def prepare(
     Returns:
         A :class:`PreparedData` whose ``pairs(split)`` feed training and whose
         ``originals(split)`` feed evaluation.
+
+    Raises:
+        TypeError, ValueError: ``size`` or ``workers`` is not a whole number >= 1.
+        WriteError: the cache folder is read-only or full (a :class:`DataError` naming
+            ``LESSONS_CACHE`` and ``out``).
+        DataError: the data is missing or unreadable.
     """
+    size = _positive_int("size", size, "pixels")
+    workers = _positive_int("workers", workers, "processes")
     root = Path(root).expanduser().resolve()
-    out = Path(out) if out is not None else default_out(root, dataset, size)
+    explicit = out is not None
+    try:
+        out = Path(out).expanduser() if explicit else default_out(root, dataset, size)
+        ensure_writable(out)
+    except WriteError as err:
+        raise _unwritable(err, explicit) from None
+    old: dict | None = None
     kept: list[dict] = []  # splits prepared earlier and not asked for now stay in the manifest
     splits = tuple(splits or available_splits(root, dataset))
     if (out / MANIFEST).is_file():
@@ -201,15 +345,23 @@ def prepare(
             entries[-1].update(orig_image=str(image), orig_mask=str(mask))
     if not jobs:
         raise DataError(f"no {dataset} images found", root, "check root and dataset")
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            chunk = max(1, len(jobs) // (4 * workers))  # small chunks keep both cores busy
-            results = list(pool.map(_one, jobs, chunksize=chunk))
-    else:
-        results = [_one(j) for j in jobs]
-    for entry, result in zip(entries, results, strict=True):
-        entry.update(result)
-    manifest = {"dataset": dataset, "root": str(root), "size": size, "seed": seed}
-    manifest["entries"] = kept + entries
-    write_json(out / MANIFEST, manifest)
+    for folder in _cache_folders(out, splits):  # temporary files of killed runs (atomic
+        clean_temp_files(folder)  # writes clean only the folders they write to)
+    try:
+        results = _run(jobs, workers)
+        for entry, result in zip(entries, results, strict=True):
+            entry.update(result)
+        manifest = {"dataset": dataset, "root": str(root), "size": size, "seed": seed}
+        manifest["entries"] = kept + entries
+        write_json(out / MANIFEST, manifest)
+    except WriteError as err:
+        if err.path is None or not err.path.is_relative_to(out):
+            raise  # e.g. a split file in the cache: its own message names LESSONS_CACHE
+        raise _unwritable(err, explicit) from None
+    if old is not None:  # drop the cached files of pairs that are gone from the dataset
+        now = {e[k] for e in entries for k in ("image", "mask")}
+        for e in old["entries"]:
+            for rel in (e["image"], e["mask"]):
+                if e["split"] in splits and rel not in now:
+                    (out / rel).unlink(missing_ok=True)
     return PreparedData(out, manifest)

@@ -1,14 +1,17 @@
-"""Score folders of ISIC mask files: the file-reading and command-line part of the metrics.
+"""Score folders of mask files: the file-reading and command-line part of the metrics.
 
-Masks are read and matched to their ground truth as ``isic-challenge-scoring``'s
-``load_image.py`` does (see :func:`score_dirs_scorer`); :func:`main_score` renders
+ISIC masks are read and matched to their ground truth as ``isic-challenge-scoring``'s
+``load_image.py`` does; PH2 and a user's own folder are matched by file stem (see
+:func:`score_dirs_scorer`). :func:`main_score` renders
 ``python -m lessons_lib score TRUTH_DIR PRED_DIR [--json]``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,9 @@ __all__ = [
 
 _IGNORED_TRUTH_FILES = {"ATTRIBUTION.txt", "LICENSE.txt"}
 _ISIC_ID = re.compile(r"ISIC_[0-9]{7}")
+# what a mask's stem may add to its image id outside ISIC: PH2's ``IMD002_lesion.bmp``, the
+# ``<id>_segmentation.png`` that the loaders' "folder" layout and ``evaluate(save_dir=...)`` use
+_MASK_STEM_SUFFIX = re.compile(r"_(segmentation|lesion)$", re.IGNORECASE)
 
 
 def load_mask_file(path: Path | str) -> np.ndarray:
@@ -41,9 +47,23 @@ def load_mask_file(path: Path | str) -> np.ndarray:
         Returns ``(H, W)`` uint8.
 
     Raises:
-        DataError: If the file cannot be decoded or is not single-channel.
+        DataError: If the file is a folder or a broken link, cannot be decoded, is too large
+            for PIL, or is not single-channel.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise DataError(
+            f"broken symbolic link: its target {os.readlink(path)} does not exist",
+            path=path,
+            fix="point the link at an existing mask file, or replace it with the file itself",
+        )
+    if path.is_dir():
+        raise DataError(
+            "is a folder, not a mask file",
+            path=path,
+            fix="the folder must hold the mask files themselves (for PH2, copy every case's "
+            "*_lesion.bmp into one folder); move this sub-folder out",
+        )
     try:
         with Image.open(path) as image:
             image.load()
@@ -57,6 +77,12 @@ def load_mask_file(path: Path | str) -> np.ndarray:
                     fix="save the mask as a single-channel 8-bit PNG with values 0 and 255",
                 )
             return np.asarray(image)
+    except Image.DecompressionBombError as error:
+        raise DataError(
+            f"image too large to read safely ({error})",
+            path=path,
+            fix="replace it with a mask of the original image's size",
+        ) from None
     except (UnidentifiedImageError, OSError) as error:
         raise DataError(
             f"cannot read the mask image ({error})",
@@ -65,84 +91,256 @@ def load_mask_file(path: Path | str) -> np.ndarray:
         ) from error
 
 
-def _match_prediction(truth_file: Path, image_id: str, pred_dir: Path) -> Path:
-    """The single file of ``pred_dir`` whose stem contains the truth's 7-digit number."""
-    number = image_id.split("_")[1]
-    candidates = sorted(p for p in pred_dir.iterdir() if number in p.stem)
+@dataclass(frozen=True)
+class _Problem:
+    """One file that keeps the folders from being scored; ``in_truth``: the truth is at fault."""
+
+    error: DataError
+    in_truth: bool
+
+
+def _mask_id(stem: str) -> str:
+    """A non-ISIC mask's image id: its stem without ``_segmentation`` or ``_lesion``."""
+    return _MASK_STEM_SUFFIX.sub("", stem)
+
+
+def _image_suffixes() -> tuple[str, ...]:
+    # imported here: lessons_lib.data imports lessons_lib.metrics
+    from lessons_lib.data.io import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES
+
+
+def _list_folder(folder: Path, role: str) -> list[Path]:
+    """The sorted entries of ``folder`` (``role``: TRUTH_DIR or PRED_DIR), or a DataError."""
+    if not folder.exists():
+        raise DataError(f"{role} not found", path=folder, fix="pass an existing folder")
+    if not folder.is_dir():
+        raise DataError(
+            f"{role} is a file, not a folder",
+            path=folder,
+            fix=f"pass the folder that holds the mask files as {role}",
+        )
+    try:
+        return sorted(folder.iterdir())
+    except OSError as error:
+        raise DataError(
+            f"cannot list {role} ({error.strerror or error})",
+            path=folder,
+            fix="check the folder's permissions",
+        ) from None
+
+
+def _truth_id(truth_file: Path) -> tuple[str | None, _Problem | None]:
+    """The image id of a ground-truth file, or the problem with its name."""
+    match = _ISIC_ID.search(truth_file.stem)
+    if match is not None:
+        if "attribute_" in truth_file.stem:
+            return None, _Problem(
+                DataError(
+                    "this is an ISIC 2018 Task 2 attribute mask; only lesion masks are scored here",
+                    path=truth_file,
+                    fix="point TRUTH_DIR at a Task 1 ground-truth folder",
+                ),
+                in_truth=True,
+            )
+        return match.group(0), None
+    if truth_file.is_file() and truth_file.suffix.lower() not in _image_suffixes():
+        return None, _Problem(
+            DataError(
+                "not a mask file: its name has no ISIC id (ISIC_ + 7 digits) and its extension "
+                f"{truth_file.suffix or '(none)'} is not an image's "
+                f"({', '.join(_image_suffixes())})",
+                path=truth_file,
+                fix="remove it from the ground-truth folder",
+            ),
+            in_truth=True,
+        )
+    return _mask_id(truth_file.stem), None
+
+
+def _candidates(image_id: str, pred_files: list[Path]) -> tuple[list[Path], str]:
+    """Prediction files for ``image_id``, and the naming rule they follow (for messages).
+
+    An ISIC id matches every file whose stem contains its 7 digits, as the official scorer
+    matches; any other id matches the files whose stem is the id, optionally followed by
+    ``_segmentation`` or ``_lesion``.
+    """
+    if _ISIC_ID.fullmatch(image_id):
+        number = image_id.split("_")[1]
+        return (
+            [p for p in pred_files if number in p.stem],
+            f"a mask whose file name contains {number}, e.g. {image_id}_segmentation.png",
+        )
+    return (
+        [p for p in pred_files if _mask_id(p.stem) == image_id],
+        f"a mask named {image_id}.png or {image_id}_segmentation.png",
+    )
+
+
+def _score_one(
+    truth_file: Path, image_id: str, pred_dir: Path, pred_files: list[Path]
+) -> tuple[dict[str, int] | None, list[_Problem]]:
+    """Confusion counts of one ground-truth file, or every problem found with it."""
+    problems: list[_Problem] = []
+    truth = pred = pred_file = None
+    try:
+        truth = load_mask_file(truth_file)
+    except DataError as error:
+        problems.append(_Problem(error, in_truth=True))
+    candidates, rule = _candidates(image_id, pred_files)
     if not candidates:
-        raise DataError(
-            f"no prediction for ground truth {truth_file.name}",
-            path=pred_dir,
-            fix=f"add a mask whose file name contains {number}, e.g. {image_id}_segmentation.png",
+        problems.append(
+            _Problem(
+                DataError(
+                    "no prediction for this ground truth",
+                    path=truth_file,
+                    fix=f"add {rule} to {pred_dir}",
+                ),
+                in_truth=False,
+            )
         )
-    if len(candidates) > 1:
+    elif len(candidates) > 1:
         names = ", ".join(p.name for p in candidates)
-        raise DataError(
-            f"several predictions match ground truth {truth_file.name}: {names}",
-            path=pred_dir,
-            fix=f"keep exactly one file whose name contains {number}",
+        problems.append(
+            _Problem(
+                DataError(
+                    f"several predictions match ground truth {truth_file.name}: {names}",
+                    path=pred_dir,
+                    fix=f"keep exactly one of them ({rule})",
+                ),
+                in_truth=False,
+            )
         )
-    return candidates[0]
+    else:
+        pred_file = candidates[0]
+        try:
+            pred = load_mask_file(pred_file)
+        except DataError as error:
+            problems.append(_Problem(error, in_truth=False))
+    if truth is not None and pred is not None and pred.shape[:2] != truth.shape[:2]:
+        problems.append(
+            _Problem(
+                DataError(
+                    f"prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) but its ground truth "
+                    f"{truth_file.name} is {truth.shape[1]}x{truth.shape[0]}",
+                    path=pred_file,
+                    fix="resize the prediction to the original image size (nearest neighbour)",
+                ),
+                in_truth=False,
+            )
+        )
+    if problems or truth is None or pred is None:
+        return None, problems
+    return confusion(truth, pred), []
+
+
+def _all_problems_error(
+    problems: list[_Problem], truth_dir: Path, pred_dir: Path, every_file_failed: bool
+) -> DataError:
+    """One DataError listing every problem (the problem itself when there is only one)."""
+    if len(problems) == 1:
+        return problems[0].error
+    lines = []
+    for problem in problems:
+        text = str(problem.error).replace("\n  fix:", "\n    fix:")
+        lines.append(f"  - {text}")
+    fix = "correct every file listed above, then run score again"
+    if every_file_failed:
+        fix += (
+            " (every ground-truth file has a problem: check that TRUTH_DIR and PRED_DIR are the "
+            "right folders, ground truth first)"
+        )
+    folder = truth_dir if all(p.in_truth for p in problems) else pred_dir
+    message = f"{len(problems)} problems, nothing was scored:\n" + "\n".join(lines)
+    return DataError(message, path=folder, fix=fix)
 
 
 def score_dirs_scorer(truth_dir: Path | str, pred_dir: Path | str) -> SegmentationScorer:
-    """Score a folder of predictions against a folder of ISIC ground truth.
+    """Score a folder of predictions against a folder of ground truth (ISIC, PH2 or your own).
 
-    Files are matched as ``isic_challenge_scoring.load_image.iter_image_pairs`` matches them:
-    every file of ``truth_dir`` except ``ATTRIBUTION.txt`` and ``LICENSE.txt`` must contain an
-    ISIC id (``ISIC_`` + 7 digits); its prediction is the one file of ``pred_dir`` whose name
-    (without extension) contains those 7 digits. Extra prediction files are ignored. Masks must
-    be 8-bit greyscale or 1-bit, and a prediction must have its truth's height and width.
-    ISIC 2018 Task 2 attribute masks (``..._attribute_...``) are refused.
+    Every file of ``truth_dir`` except ``ATTRIBUTION.txt``, ``LICENSE.txt`` and hidden files
+    (names starting with ``.``) is a ground-truth mask. Its image id and prediction:
+
+    * ISIC: a name that contains an ISIC id (``ISIC_`` + 7 digits) is matched exactly as
+      ``isic_challenge_scoring.load_image.iter_image_pairs`` matches it: its prediction is the
+      one file of ``pred_dir`` whose name (without extension) contains those 7 digits. ISIC
+      2018 Task 2 attribute masks (``..._attribute_...``) are refused.
+    * PH2 and your own folder: any other image file ``<id>[_segmentation|_lesion].<ext>`` has
+      the image id ``<id>`` and is matched to the one file of ``pred_dir`` named
+      ``<id>[_segmentation|_lesion].<ext>`` (any image extension), e.g. PH2's
+      ``IMD002_lesion.bmp`` to ``IMD002_segmentation.png`` or ``IMD002.png``. A non-image file
+      without an ISIC id is refused.
+
+    Extra prediction files are ignored. Masks must be 8-bit greyscale or 1-bit, and a
+    prediction must have its truth's height and width. Every file is checked before anything
+    is scored: all problems (no or several predictions, wrong size, unreadable or non-mask
+    file, two ground-truth files with one id) are reported together in one :class:`DataError`.
 
     Masks are binarised by :func:`~lessons_lib.metrics.binarise`, as the loaders read them: 0/255
     files exactly as the official scorer (lesion where > 128), and 0/1-valued files as 0/1 masks
     (the official scorer would read a 0/1 prediction as all background and score it 0).
 
     Args:
-        truth_dir: Folder of ground-truth masks.
+        truth_dir: Folder of ground-truth masks (the files themselves, not sub-folders).
         pred_dir: Folder of predicted masks.
 
     Returns:
         A scorer holding one entry per truth file, in sorted file order.
 
     Raises:
-        DataError: Naming the file at fault, for every rule above.
+        DataError: Naming the file at fault and the fix; with several problems, one error
+            whose first line says how many and whose lines name each file.
     """
     truth_dir, pred_dir = Path(truth_dir), Path(pred_dir)
-    for folder in (truth_dir, pred_dir):
-        if not folder.is_dir():
-            raise DataError("folder not found", path=folder, fix="pass an existing folder")
-    scorer = SegmentationScorer()
-    for truth_file in sorted(truth_dir.iterdir()):
-        if truth_file.name in _IGNORED_TRUTH_FILES:
+    truth_files = [
+        p
+        for p in _list_folder(truth_dir, "TRUTH_DIR")
+        if p.name not in _IGNORED_TRUTH_FILES and not p.name.startswith(".")
+    ]
+    pred_files = _list_folder(pred_dir, "PRED_DIR")
+    if not truth_files:
+        raise DataError(
+            "no ground-truth masks found in TRUTH_DIR",
+            path=truth_dir,
+            fix="pass the folder of ground-truth masks (ISIC's ..._Part1_GroundTruth, or a "
+            "folder of <id>.png masks)",
+        )
+    problems: list[_Problem] = []
+    n_failed = 0
+    counts: dict[str, dict[str, int]] = {}
+    owner: dict[str, Path] = {}
+    for truth_file in truth_files:
+        image_id, problem = _truth_id(truth_file)
+        if problem is not None:
+            problems.append(problem)
+            n_failed += 1
             continue
-        match = _ISIC_ID.search(truth_file.stem)
-        if match is None:
-            raise DataError(
-                "unknown ground-truth file: its name has no ISIC id (ISIC_ + 7 digits)",
-                path=truth_file,
-                fix="remove it from the ground-truth folder or rename it like ISIC_0012388.png",
+        if image_id in owner:
+            problems.append(
+                _Problem(
+                    DataError(
+                        f"has the image id {image_id} of {owner[image_id].name} as well",
+                        path=truth_file,
+                        fix="keep one ground-truth mask per image in TRUTH_DIR",
+                    ),
+                    in_truth=True,
+                )
             )
-        if "attribute_" in truth_file.stem:
-            raise DataError(
-                "this is an ISIC 2018 Task 2 attribute mask; only lesion masks are scored here",
-                path=truth_file,
-                fix="point TRUTH_DIR at a Task 1 ground-truth folder",
-            )
-        pred_file = _match_prediction(truth_file, match.group(0), pred_dir)
-        truth = load_mask_file(truth_file)
-        pred = load_mask_file(pred_file)
-        if pred.shape[:2] != truth.shape[:2]:
-            raise DataError(
-                f"prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) but its ground truth "
-                f"{truth_file.name} is {truth.shape[1]}x{truth.shape[0]}",
-                path=pred_file,
-                fix="resize the prediction to the original image size (nearest neighbour)",
-            )
-        scorer.add_counts(match.group(0), **confusion(truth, pred))
-    if not len(scorer):
-        raise DataError("no ground-truth masks found", path=truth_dir, fix="check the path")
+            n_failed += 1
+            continue
+        owner[image_id] = truth_file
+        result, found = _score_one(truth_file, image_id, pred_dir, pred_files)
+        problems += found
+        n_failed += bool(found)
+        if result is not None:
+            counts[image_id] = result
+    if problems:
+        every_file_failed = n_failed == len(truth_files) > 1
+        raise _all_problems_error(problems, truth_dir, pred_dir, every_file_failed)
+    scorer = SegmentationScorer()
+    for image_id, result in counts.items():
+        scorer.add_counts(image_id, **result)
     return scorer
 
 

@@ -9,6 +9,11 @@ takes the same ``pretrained`` argument, resolved here:
   model's ``weights_source``);
 * a path: a local copy of those weights (a ``state_dict``, optionally under ``"state_dict"``);
 * ``False``: random initialisation.
+
+:func:`check_pretrained` checks a ``pretrained`` value before any work is done (a chapter's
+:func:`lessons_lib.chapter.resolve_params` calls it): a path must hold a ``state_dict``, and
+``True`` in a full run must be able to get the weights (already in torch's cache, or the
+download server answers), so that a full run never trains a "pretrained" network from scratch.
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ValueError: the file is missing or holds no ``state_dict`` (the message names it).
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(
+            f"pretrained={str(path)!r} is a folder. Pass the path of a torchvision ImageNet "
+            "weights file inside it (e.g. resnet34-b627a593.pth), True to download it, or False "
+            "to train from scratch."
+        )
     if not path.is_file():
         raise ValueError(
             f"pretrained={str(path)!r}: no such file. Pass the path of a torchvision ImageNet "
@@ -93,3 +104,80 @@ def load_imagenet(model: nn.Module, arch: str, pretrained: Pretrained) -> str:
             stacklevel=3,
         )
     return "random initialisation (ImageNet weights could not be downloaded)"
+
+
+def weights_url(arch: str) -> str:
+    """The address torchvision downloads ``arch``'s ImageNet weights from."""
+    from torchvision.models import get_weight
+
+    return get_weight(WEIGHTS[arch][0]).url
+
+
+def cached_weights(arch: str) -> Path:
+    """Where torchvision keeps ``arch``'s downloaded weights (the file may not exist yet):
+    ``<torch.hub.get_dir()>/checkpoints/<file>`` (``$TORCH_HOME`` moves it)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS[arch][1]
+
+
+def download_problem(url: str, timeout: float = 5.0) -> str | None:
+    """Why ``url`` cannot be downloaded now (a HEAD request), or ``None`` if the server answers.
+
+    Honours the usual proxy variables (``https_proxy``, ...), like torchvision's download.
+    """
+    import urllib.request
+
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "lessons_lib"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except Exception as err:  # offline, DNS, proxy, TLS, HTTP error status
+        return f"{type(err).__name__}: {err}"
+
+
+def check_pretrained(
+    pretrained: Pretrained,
+    arch: str | None = None,
+    require: bool = False,
+    timeout: float = 5.0,
+) -> None:
+    """Check a ``pretrained`` argument before a run does any work.
+
+    Args:
+        pretrained: ``True``, a path to a local weights file, or ``False`` (see the module).
+        arch: The :data:`WEIGHTS` key the network loads; ``None`` when it is not known (then
+            ``True`` is taken as obtainable if the server answers or every file is cached).
+        require: ``True`` (a full run): ``pretrained=True`` must be able to get the weights,
+            from torch's cache or by download. ``False`` (a smoke run) keeps the offline
+            fallback of :func:`load_imagenet`, recorded in the model's ``weights_source``.
+        timeout: Seconds the reachability check waits for the download server.
+
+    Raises:
+        ValueError: a path that is missing or holds no ``state_dict``; ``True`` with
+            ``require`` and no way to get the weights (the message says how to pass a file).
+    """
+    if isinstance(pretrained, (str, Path)):
+        read_state_dict(pretrained)
+        return
+    if pretrained is not True or not require:
+        return
+    if arch is not None and arch not in WEIGHTS:
+        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(WEIGHTS)}")
+    archs = [arch] if arch is not None else list(WEIGHTS)
+    missing = [a for a in archs if not cached_weights(a).is_file()]
+    if not missing:
+        return
+    problem = download_problem(weights_url(missing[0]), timeout)
+    if problem is None:
+        return
+    which = "the file" if arch is not None else "the file of this chapter's encoder, one of"
+    files = ", ".join(weights_url(a) for a in missing)
+    example = WEIGHTS[missing[0]][1]
+    raise ValueError(
+        f"pretrained=True: the ImageNet weights are not in torch's cache "
+        f"({cached_weights(missing[0]).parent}) and cannot be downloaded ({problem}); a full "
+        "run does not train a pretrained network from scratch. Download "
+        f"{which} {files} on a machine with internet access, then pass "
+        f"pretrained=<path to the file> (papermill: -p pretrained /path/to/{example}) or copy "
+        "it into that cache folder; or pass pretrained=False to train from scratch (not the "
+        "paper's setting)."
+    )

@@ -79,7 +79,7 @@ def test_ph2_layout_and_seeded_split_is_saved(tmp_path: Path) -> None:
 
 
 def test_saved_split_that_no_longer_matches_is_an_error(tmp_path: Path) -> None:
-    for i in range(5):
+    for i in range(6):
         write_pair(tmp_path / "images" / f"a{i}.png", tmp_path / "masks" / f"a{i}.png")
     find_pairs(tmp_path, "folder", "train")
     write_pair(tmp_path / "images" / "new.png", tmp_path / "masks" / "new_segmentation.png")

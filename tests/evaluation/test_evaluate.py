@@ -27,20 +27,17 @@ def _model(weight: float, bias: float) -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def setting(tmp_path_factory):
-    """A tiny prepared synthetic dataset and three untrained 1x1-conv Learners."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LESSONS_CACHE", str(tmp_path_factory.mktemp("cache")))
+def setting(synthetic_data, tmp_path_factory):
+    """The shared prepared synthetic dataset and three untrained 1x1-conv Learners."""
     chapter.setup(0)
-    _, data = chapter.get_data("synthetic", None, 24, synth={"n": 4, "size": 40})
+    _, data = synthetic_data
     train, valid = split_pairs(data.pairs("train"), 2, seed=0)
     learners = []
     for i, (w, b) in enumerate([(4.0, -5.0), (-3.0, 2.0), (1.0, -1.0)]):
         dls = segmentation_dls(train, valid, SIZE, 2, normalize=None)
         out = tmp_path_factory.mktemp(f"m{i}")
         learners.append(make_learner(dls, _model(w, b), JaccardDistance(), out))
-    yield data, learners
-    mp.undo()
+    return data, learners
 
 
 def test_one_learner_and_a_list_of_one_agree(setting) -> None:

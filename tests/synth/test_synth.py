@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SYNTH, SYNTH_COUNTS, SYNTH_SEED
 from PIL import Image
 
 from lessons_lib.errors import DataError
@@ -151,9 +152,9 @@ def test_config_none_only_and_validation():
 # --- make_dataset ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("synth") / "data", n=6, size=48, seed=3)
+# ``synthetic_root`` is the session's shared synthetic dataset (see conftest), written by
+# chapter.get_data with 2 workers from helpers' SYNTH and SYNTH_SEED.
+COUNTS = tuple(SYNTH_COUNTS[s] for s in ("train", "valid", "test"))
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -162,15 +163,15 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_dataset_layout_is_isic_2017(dataset):
+def test_dataset_layout_is_isic_2017(synthetic_root):
     expected = {f"ISIC-2017_{s}_{k}" for s in SPLIT_NAMES for k in ("Data", "Part1_GroundTruth")}
-    assert {p.name for p in dataset.iterdir() if p.is_dir()} == expected
-    assert not [p for p in dataset.rglob(".*")], "temporary files were left behind"
+    assert {p.name for p in synthetic_root.iterdir() if p.is_dir()} == expected
+    assert not [p for p in synthetic_root.rglob(".*")], "temporary files were left behind"
     all_ids = []
-    for split, count in zip(SPLIT_NAMES, (6, 2, 2), strict=True):
+    for split, count in zip(SPLIT_NAMES, COUNTS, strict=True):
         data, truth = (
-            dataset / f"ISIC-2017_{split}_Data",
-            dataset / f"ISIC-2017_{split}_Part1_GroundTruth",
+            synthetic_root / f"ISIC-2017_{split}_Data",
+            synthetic_root / f"ISIC-2017_{split}_Part1_GroundTruth",
         )
         images = sorted(p for p in data.glob("ISIC_*.jpg"))
         ids = [p.stem for p in images]
@@ -191,34 +192,39 @@ def test_dataset_layout_is_isic_2017(dataset):
             assert mask.mode == "L" and mask.size == image.size == superpixels.size
             assert set(np.unique(np.asarray(mask))) <= {0, 255}
             assert image.size[1] == round(image.size[0] * 3 / 4)
-            assert 48 * 0.8 - 1 <= image.size[0] <= 48 * 1.2 + 1
+            assert SYNTH["size"] * 0.8 - 1 <= image.size[0] <= SYNTH["size"] * 1.2 + 1
         all_ids += ids
-    assert len(set(all_ids)) == len(all_ids) == 10
-    widths = {Image.open(p).size[0] for p in dataset.rglob("ISIC_*.jpg")}
+    assert len(set(all_ids)) == len(all_ids) == sum(COUNTS)
+    widths = {Image.open(p).size[0] for p in synthetic_root.rglob("ISIC_*.jpg")}
     assert len(widths) > 1, "image widths should vary"
 
 
-def test_synth_json_records_everything_needed_to_reproduce(dataset):
-    record = json.loads((dataset / "synth.json").read_text())
-    assert (record["n"], record["n_valid"], record["n_test"]) == (6, 2, 2)
-    assert (record["size"], record["seed"], record["size_jitter"]) == (48, 3, 0.2)
+def test_synth_json_records_everything_needed_to_reproduce(synthetic_root):
+    record = json.loads((synthetic_root / "synth.json").read_text())
+    assert (record["n"], record["n_valid"], record["n_test"]) == COUNTS
+    expected = (SYNTH["size"], SYNTH_SEED, 0.2)
+    assert (record["size"], record["seed"], record["size_jitter"]) == expected
     assert record["config"] == SynthConfig().to_dict()
     for split in SPLIT_NAMES:
-        on_disk = sorted(p.stem for p in (dataset / f"ISIC-2017_{split}_Data").glob("ISIC_*.jpg"))
+        on_disk = sorted(
+            p.stem for p in (synthetic_root / f"ISIC-2017_{split}_Data").glob("ISIC_*.jpg")
+        )
         assert record["ids"][split] == on_disk
     row = record["images"]["Validation"][0]
     _, mask = generate(
         row["seed"], row["width"], row["height"], SynthConfig.from_dict(record["config"])
     )
-    truth = dataset / "ISIC-2017_Validation_Part1_GroundTruth" / f"{row['id']}_segmentation.png"
+    truth_dir = synthetic_root / "ISIC-2017_Validation_Part1_GroundTruth"
+    truth = truth_dir / f"{row['id']}_segmentation.png"
     assert np.array_equal(np.asarray(Image.open(truth)), mask)
 
 
-def test_dataset_is_deterministic_whatever_the_workers(dataset, tmp_path):
-    again = make_dataset(tmp_path / "again", n=6, size=48, seed=3, workers=2)
-    assert _files(again) == _files(dataset)
-    other = make_dataset(tmp_path / "other", n=6, size=48, seed=4)
-    assert _files(other) != _files(dataset)
+def test_dataset_is_deterministic_whatever_the_workers(synthetic_root, tmp_path):
+    # the shared synthetic_root was written with 2 workers: write it again with 1
+    again = make_dataset(tmp_path / "again", **SYNTH, seed=SYNTH_SEED, workers=1)
+    assert _files(again) == _files(synthetic_root)
+    other = make_dataset(tmp_path / "other", **SYNTH, seed=SYNTH_SEED + 1)
+    assert _files(other) != _files(synthetic_root)
 
 
 def test_rewriting_removes_stale_images_and_foreign_folders_are_refused(tmp_path):
@@ -234,10 +240,10 @@ def test_rewriting_removes_stale_images_and_foreign_folders_are_refused(tmp_path
         make_dataset(tmp_path / "bad", n=0)
 
 
-def test_the_course_loaders_read_it(dataset):
+def test_the_course_loaders_read_it(synthetic_root):
     from lessons_lib.data.layouts import detect_dataset, find_pairs
 
-    assert detect_dataset(dataset) == "synthetic"
+    assert detect_dataset(synthetic_root) == "synthetic"
     for name in ("isic2017", "synthetic"):
-        counts = [len(find_pairs(dataset, name, split)) for split in ("train", "valid", "test")]
-        assert counts == [6, 2, 2]
+        counts = tuple(len(find_pairs(synthetic_root, name, s)) for s in ("train", "valid", "test"))
+        assert counts == COUNTS

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import SYNTH, SYNTH_COUNTS, SYNTH_PREPARE_SIZE, SYNTH_SEED
 
 from lessons_lib import chapter
 from lessons_lib.data import split_pairs
@@ -28,34 +29,34 @@ from lessons_lib.training import (
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny synthetic dataset, prepared, and a trained 1-epoch U-Net on it."""
-    cache = tmp_path_factory.mktemp("cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LESSONS_CACHE", str(cache))
+def tiny(synthetic_data, tmp_path_factory):
+    """The shared synthetic dataset, prepared, and a trained 1-epoch U-Net on it."""
     chapter.setup(0)
-    root, data = chapter.get_data("synthetic", None, 48, synth={"n": 8, "size": 64})
+    root, data = synthetic_data
     train, valid = split_pairs(data.pairs("train"), 2, seed=0)
     dls = segmentation_dls(train, valid, 32, 4)
     model = build_model("resnet34_unet", img_size=(32, 32))
     out = tmp_path_factory.mktemp("run")
     learn = make_learner(dls, model, BCEWithLogits2d(), out)
     fit_stage(learn, "s32", 1, [1e-4, 1e-3, 1e-3], freeze=False)
-    yield root, data, train, valid, learn, out
-    mp.undo()
+    return root, data, train, valid, learn, out
 
 
 def test_get_data_generates_and_prepares(tiny) -> None:
+    # the shared fixture is chapter.get_data's own generated-then-prepared synthetic data
     root, data, train, valid, *_ = tiny
     assert (root / "synth.json").is_file()
-    assert len(data.entries("train")) == 8 and len(data.entries("valid")) == 2
-    assert len(train) == 6 and len(valid) == 2
+    n_train, n_valid = SYNTH_COUNTS["train"], SYNTH_COUNTS["valid"]
+    assert len(data.entries("train")) == n_train and len(data.entries("valid")) == n_valid
+    assert len(train) == n_train - 2 and len(valid) == 2  # the module's 2-image random split
 
 
-def test_same_synthetic_data_however_it_is_asked_for(tiny) -> None:
+def test_same_synthetic_data_however_it_is_asked_for(tiny, monkeypatch) -> None:
     root, data, *_ = tiny
+    monkeypatch.setenv("LESSONS_CACHE", str(root.parents[1]))  # <cache>/synthetic/<settings>
+    synth = {**SYNTH, "n_valid": SYNTH_COUNTS["valid"], "n_test": None}
     again, prepared = chapter.get_data(
-        "synthetic", None, 48, synth={"n": 8, "size": 64, "n_valid": 2, "n_test": None}
+        "synthetic", None, SYNTH_PREPARE_SIZE, synth=synth, seed=SYNTH_SEED
     )
     assert again == root and prepared.identity == data.identity == f"synthetic:{root.name}"
 
@@ -94,7 +95,7 @@ def test_evaluate_scores_at_original_size(tiny, tmp_path: Path) -> None:
     _, data, *_, learn, _ = tiny
     per_image, summary, small = evaluate(learn, data, "valid", save_dir=tmp_path)
     assert list(per_image.index) == [e["id"] for e in data.entries("valid")]
-    assert summary["n_images"] == 2 and 0 <= summary["jaccard"] <= 1
+    assert summary["n_images"] == SYNTH_COUNTS["valid"] and 0 <= summary["jaccard"] <= 1
     from PIL import Image
 
     for e in data.entries("valid"):
