@@ -54,8 +54,9 @@ def synthetic_data(tmp_path_factory) -> tuple[Path, Any]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LESSONS_CACHE", str(tmp_path_factory.mktemp("lessons_cache")))
+        # workers=1: no process pool to start (most of the cost at this size)
         return chapter.get_data(
-            "synthetic", None, SYNTH_PREPARE_SIZE, synth=dict(SYNTH), seed=SYNTH_SEED
+            "synthetic", None, SYNTH_PREPARE_SIZE, synth=dict(SYNTH), seed=SYNTH_SEED, workers=1
         )
 
 

@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 
 # The shared synthetic dataset (conftest's ``synthetic_root`` / ``synthetic_data``): what
-# ``chapter.get_data("synthetic", None, SYNTH_PREPARE_SIZE, synth=SYNTH, seed=SYNTH_SEED)``
-# generates (8 training, 2 validation and 2 test images about 64 px wide) and prepares.
+# ``chapter.get_data("synthetic", None, SYNTH_PREPARE_SIZE, synth=SYNTH, seed=SYNTH_SEED,
+# workers=1)`` generates (8 training, 2 validation, 2 test images about 64 px wide) and prepares.
 SYNTH = {"n": 8, "size": 64}
 SYNTH_COUNTS = {"train": 8, "valid": 2, "test": 2}  # what make_dataset's defaults give for n=8
 SYNTH_SEED = 3  # not get_data's default, so tests see that the seed is passed through

@@ -153,7 +153,7 @@ def test_config_none_only_and_validation():
 
 
 # ``synthetic_root`` is the session's shared synthetic dataset (see conftest), written by
-# chapter.get_data with 2 workers from helpers' SYNTH and SYNTH_SEED.
+# chapter.get_data with 1 worker from helpers' SYNTH and SYNTH_SEED.
 COUNTS = tuple(SYNTH_COUNTS[s] for s in ("train", "valid", "test"))
 
 
@@ -220,8 +220,8 @@ def test_synth_json_records_everything_needed_to_reproduce(synthetic_root):
 
 
 def test_dataset_is_deterministic_whatever_the_workers(synthetic_root, tmp_path):
-    # the shared synthetic_root was written with 2 workers: write it again with 1
-    again = make_dataset(tmp_path / "again", **SYNTH, seed=SYNTH_SEED, workers=1)
+    # the shared synthetic_root was written with 1 worker: write it again with 2
+    again = make_dataset(tmp_path / "again", **SYNTH, seed=SYNTH_SEED, workers=2)
     assert _files(again) == _files(synthetic_root)
     other = make_dataset(tmp_path / "other", **SYNTH, seed=SYNTH_SEED + 1)
     assert _files(other) != _files(synthetic_root)
