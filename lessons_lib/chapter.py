@@ -20,7 +20,7 @@ import random
 import subprocess
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,15 +163,24 @@ RUN_FILES = (
     "per_image_*.csv",
     "figures/*.png",
     "models/*.pth",
+    "models/*.resume.json",
     "predictions/*/*_segmentation.png",
+    "evaluations/*/*",
     "*/history.csv",
     "*/models/*.pth",
+    "*/models/*.resume.json",
 )
 """What a chapter run writes in its folder (relative patterns): the files :class:`Run` writes,
 the training path's ``history.csv`` and checkpoints (also in a sub-folder per model, as the
-ensemble and ablation chapters train them) and the evaluation's predicted masks. A rerun into
-the folder deletes these, and the temporary files an interrupted write left of them, and
-nothing else (:func:`clear_run_folder`)."""
+ensemble and ablation chapters train them), the stages' resume checkpoints, the evaluations'
+stored results and predicted masks. A fresh run into the folder deletes these, and the
+temporary files an interrupted write left of them, and nothing else (:func:`clear_run_folder`);
+a resumed run keeps them."""
+
+
+def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # an open file: np.savez would append ".npz" to a name
+        np.savez(f, **arrays)
 
 
 class RunFolderError(DataError):
@@ -255,8 +264,13 @@ class Run:
     The folder is made, and ``params.json`` written, once every check has passed (a wrong
     ``out_dir`` or chapter id leaves nothing behind). A rerun never mixes two runs' files:
 
-    * a folder of an earlier run with the same parameters is cleared of that run's files
-      (:func:`clear_run_folder`) and the run starts afresh;
+    * a folder of an **unfinished** earlier run with the same parameters (no ``metrics.json``:
+      it was killed, pre-empted or stopped by an error) is **resumed**: its files stay, finished
+      training stages are loaded instead of trained (:func:`lessons_lib.training.fit_stage`
+      continues an interrupted stage after its last finished epoch) and finished evaluations
+      are read back (:meth:`evaluation`);
+    * a folder of a finished earlier run with the same parameters is cleared of that run's
+      files (:func:`clear_run_folder`) and the run starts afresh;
     * a folder of an earlier run with different parameters is refused (a
       :class:`RunFolderError` lists the parameters that differ), unless ``overwrite``, which
       clears it; a folder holding only the earlier run's ``params.json`` (it stopped before
@@ -305,6 +319,11 @@ class Run:
         record = {"chapter": chapter, **self.params}
         self._claim(record, overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.resumed:
+            print(
+                f"resuming the unfinished run in {self.out}: finished stages and evaluations "
+                "are read back, an interrupted stage continues after its last finished epoch"
+            )
         self.chapter, self.paper, self.env = chapter, paper, env
         self.results: list[Result] = []
         self.timings: dict[str, float] = {}
@@ -315,6 +334,7 @@ class Run:
     def _claim(self, record: dict[str, Any], overwrite: bool) -> None:
         """Check ``self.out`` can take this run and clear an earlier run's files from it."""
         out = self.out
+        self.resumed = False
         fix = (
             "pass a new out_dir to keep the earlier run (papermill: -p out_dir <folder>), or "
             "overwrite=True to replace it (papermill: -p overwrite True)"
@@ -352,6 +372,9 @@ class Run:
                 out,
                 fix,
             )
+        if outputs and not changed and not overwrite and not (out / "metrics.json").exists():
+            self.resumed = True  # an unfinished run with these parameters: continue it
+            return
         kept = [
             p
             for p in clear_run_folder(out)
@@ -397,6 +420,30 @@ class Run:
         self.results = [r for r in self.results if r.name != name] + [result]
         return result
 
+    def evaluation(
+        self, name: str, compute: Callable[[], tuple[pd.DataFrame, dict, dict[str, np.ndarray]]]
+    ) -> tuple[pd.DataFrame, dict, dict[str, np.ndarray]]:
+        """An evaluation's ``(per_image, summary, thumbnails)``, computed once per run.
+
+        ``compute`` (e.g. ``lambda: evaluate(learn, data, "test", ...)``) runs and its result
+        is stored in ``evaluations/<name>/`` (per-image CSV, thumbnails, then the summary last,
+        each atomically); a resumed run (:attr:`resumed`) reads a stored result back instead
+        of predicting again.
+        """
+        folder = self.out / "evaluations" / name
+        summary_file = folder / "summary.json"
+        if self.resumed and summary_file.is_file():
+            per_image = pd.read_csv(folder / "per_image.csv", index_col=0)
+            with np.load(folder / "thumbnails.npz", allow_pickle=False) as stored:
+                small = {key: stored[key] for key in stored.files}
+            print(f"evaluation {name!r}: finished by the interrupted run; read back")
+            return per_image, json.loads(summary_file.read_text()), small
+        per_image, summary, small = compute()
+        write_with(folder / "per_image.csv", lambda p: per_image.to_csv(p))
+        write_with(folder / "thumbnails.npz", lambda p: _save_npz(p, small))
+        write_json(summary_file, summary)
+        return per_image, summary, small
+
     def comparison(self, names: Sequence[str] | None = None) -> pd.DataFrame:
         """Ours beside the paper for the evaluations ``names`` (default: those with reported
         numbers, else all): :func:`lessons_lib.record.comparison_table`."""
@@ -434,6 +481,8 @@ class Run:
             weights_source: Where the initial weights came from (``model.weights_source``).
             **details: Chapter-specific figures, kept in ``details``.
         """
+        if self.resumed:
+            details = {"resumed": True, **details}
         peak = None
         if torch.cuda.is_available():
             peak = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -454,4 +503,7 @@ class Run:
             gpu_peak_memory_gb=peak,
             details=details,
         )
-        return record.write(self.out / "metrics.json")
+        path = record.write(self.out / "metrics.json")
+        for resume in [*self.out.glob("models/*.resume.*"), *self.out.glob("*/models/*.resume.*")]:
+            resume.unlink()  # the run is complete: nothing is left to resume
+        return path

@@ -2,11 +2,18 @@
 
 * :mod:`~lessons_lib.training.dataloaders`: :func:`segmentation_dls` for (image, mask) pairs;
 * :mod:`~lessons_lib.training.callbacks`: :class:`PooledScore`, :class:`AtomicSaveModel`,
-  :class:`HistoryCSV`, :func:`save_checkpoint`;
+  :class:`HistoryCSV`, :func:`save_checkpoint`, the resume checkpoint of a stage and the stop on a
+  non-finite loss (:class:`NonFiniteLossError`);
 * :mod:`~lessons_lib.training.learner`: :func:`make_learner` and :func:`fit_stage`.
 """
 
-from lessons_lib.training.callbacks import AtomicSaveModel, HistoryCSV, PooledScore, save_checkpoint
+from lessons_lib.training.callbacks import (
+    AtomicSaveModel,
+    HistoryCSV,
+    NonFiniteLossError,
+    PooledScore,
+    save_checkpoint,
+)
 from lessons_lib.training.dataloaders import CODES, load_mask01, segmentation_dls
 from lessons_lib.training.learner import fit_stage, make_learner
 
@@ -14,6 +21,7 @@ __all__ = [
     "CODES",
     "AtomicSaveModel",
     "HistoryCSV",
+    "NonFiniteLossError",
     "PooledScore",
     "fit_stage",
     "load_mask01",

@@ -1,17 +1,26 @@
 """fastai callbacks and metrics of the training path: a pooled score per epoch, atomic
-best-epoch checkpoints, and an epoch-by-epoch history CSV.
+best-epoch checkpoints, an epoch-by-epoch history CSV, the per-epoch resume checkpoint (model,
+optimiser and tracker state) and the stop on a non-finite loss.
+
+Only the main process writes files: under distributed training (``rank_distrib() > 0``) the
+other processes train but write nothing.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import torch
 from fastai.callback.core import Callback
-from fastai.callback.tracker import SaveModelCallback
-from fastai.learner import Learner, Metric, save_model
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.learner import Learner, Metric, load_model, save_model
+from fastai.torch_core import rank_distrib
 
-from lessons_lib.atomic import atomic_path, write_with
+from lessons_lib.atomic import atomic_path, write_json, write_with
 from lessons_lib.losses.base import foreground
 
 
@@ -64,18 +73,205 @@ class PooledScore(Metric):
 
 class AtomicSaveModel(SaveModelCallback):
     """fastai's ``SaveModelCallback`` (keep the best epoch, reload it at the end), but the
-    checkpoint is written atomically, so an interrupted run never leaves a broken file."""
+    checkpoint is written atomically, so an interrupted run never leaves a broken file.
+
+    Args:
+        best: The best monitored value of the epochs an interrupted run already trained (a
+            resumed stage continues comparing against it); ``None`` starts afresh.
+        **kwargs: Of ``SaveModelCallback`` (``monitor``, ``comp``, ``fname``, ...).
+    """
+
+    def __init__(self, best: float | None = None, **kwargs: Any):
+        super().__init__(reset_on_fit=best is None, **kwargs)
+        self.best = best
 
     def _save(self, name: str) -> None:
         self.last_saved_path = save_checkpoint(self.learn, name, self.with_opt)
 
 
+class ResumableEarlyStopping(EarlyStoppingCallback):
+    """fastai's ``EarlyStoppingCallback`` that a resumed stage can continue: it starts from the
+    interrupted run's best value and count of epochs without improvement.
+
+    Args:
+        best: Best monitored value so far (``None``: a fresh stage).
+        wait: Epochs since that best value.
+        **kwargs: Of ``EarlyStoppingCallback`` (``monitor``, ``comp``, ``patience``).
+    """
+
+    def __init__(self, best: float | None = None, wait: int = 0, **kwargs: Any):
+        super().__init__(reset_on_fit=best is None, **kwargs)
+        self.best, self.resume_wait = best, wait
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.wait = self.resume_wait
+
+
 def save_checkpoint(learn: Learner, name: str, with_opt: bool = False) -> Path:
-    """Atomically save the Learner's model as ``<path>/models/<name>.pth`` (fastai's format)."""
+    """Atomically save the Learner's model as ``<path>/models/<name>.pth`` (fastai's format),
+    with the optimiser state when ``with_opt``. Only the main process writes."""
     dest = Path(learn.path) / learn.model_dir / f"{name}.pth"
+    if rank_distrib():
+        return dest
     with atomic_path(dest) as tmp:
         save_model(tmp, learn.model, getattr(learn, "opt", None), with_opt)
     return dest
+
+
+class StageCheckpoint:
+    """The resume state of one training stage: ``models/<stage>.resume.pth`` (model and
+    optimiser, fastai's format, loaded with ``weights_only=True``) and
+    ``models/<stage>.resume.json`` (epochs done, the tracked best value and early-stopping
+    count, whether the stage finished).
+
+    Written after every epoch and at the end of the stage, the weights first and the JSON
+    second, each atomically: the JSON never claims an epoch whose weights are not on disk.
+
+    Args:
+        learn: The Learner.
+        stage: The stage's name.
+    """
+
+    def __init__(self, learn: Learner, stage: str):
+        folder = Path(learn.path) / learn.model_dir
+        self.learn, self.stage = learn, stage
+        self.weights = folder / f"{stage}.resume.pth"
+        self.state_file = folder / f"{stage}.resume.json"
+
+    def read(self) -> dict[str, Any] | None:
+        """The saved state, or ``None`` when there is none (or its weights are missing)."""
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(state, dict) or not self.weights.is_file():
+            return None
+        return state
+
+    def write(self, epochs_done: int, epochs: int, finished: bool, **tracked: Any) -> None:
+        """Save model and optimiser, then the state (main process only)."""
+        if rank_distrib():
+            return
+        with atomic_path(self.weights) as tmp:
+            torch.save(plain_state(self.learn), tmp)
+        state = {
+            "stage": self.stage,
+            "epochs": epochs,
+            "epochs_done": epochs_done,
+            "finished": finished,
+            **{k: v for k, v in tracked.items() if v is not None},
+        }
+        write_json(self.state_file, state)
+
+    def load(self) -> None:
+        """Load the saved model and optimiser state into the Learner."""
+        if self.learn.opt is None:
+            self.learn.create_opt()
+        load_model(self.weights, self.learn.model, self.learn.opt, with_opt=True)
+
+
+def plain_state(learn: Learner) -> dict[str, Any]:
+    """The Learner's model and optimiser state as tensors, lists, dicts and numbers only, so
+    that ``torch.load(weights_only=True)`` reads it without allow-listing any class (fastai's
+    own optimiser state holds fastcore ``L`` lists and NumPy scalars)."""
+
+    def plain(obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            return obj
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)) or type(obj).__name__ == "L":
+            return [plain(v) for v in obj]
+        if hasattr(obj, "item") and getattr(obj, "shape", None) == ():
+            return obj.item()  # NumPy scalar
+        return obj
+
+    state: dict[str, Any] = {"model": learn.model.state_dict()}
+    if learn.opt is not None:
+        state["opt"] = plain(learn.opt.state_dict())
+    return state
+
+
+class ResumeCheckpoint(Callback):
+    """Saves the stage's :class:`StageCheckpoint` after every epoch and when the stage ends.
+
+    Args:
+        checkpoint: Where to save.
+        epochs: The stage's epochs in all.
+        start: Epochs an interrupted run already finished (this fit trains the rest).
+        trackers: The stage's best-epoch and early-stopping callbacks (their state is saved).
+    """
+
+    order = 70  # after the history row and the best-epoch checkpoint of the epoch
+
+    def __init__(
+        self, checkpoint: StageCheckpoint, epochs: int, start: int = 0, trackers: tuple = ()
+    ):
+        self.checkpoint, self.epochs, self.start = checkpoint, epochs, start
+        self.trackers = trackers
+
+    def _tracked(self) -> dict[str, Any]:
+        tracked: dict[str, Any] = {}
+        for cb in self.trackers:
+            if isinstance(cb, EarlyStoppingCallback):
+                tracked["wait"] = int(cb.wait)
+            best = getattr(cb, "best", None)
+            if best is not None and math.isfinite(float(best)):
+                tracked["best"] = float(best)
+        return tracked
+
+    def after_epoch(self) -> None:
+        self.checkpoint.write(self.start + self.epoch + 1, self.epochs, False, **self._tracked())
+
+    def after_fit(self) -> None:
+        self.checkpoint.write(self.epochs, self.epochs, True, **self._tracked())
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss became NaN or infinite (the message names the stage,
+    epoch and iteration, and the last good checkpoint)."""
+
+
+class StopOnNonFinite(Callback):
+    """Stop training with :class:`NonFiniteLossError` as soon as a training loss is NaN or
+    infinite, before the optimiser steps, so no checkpoint is written from a broken model.
+
+    (fastai's ``TerminateOnNaNCallback`` cancels the fit silently and then runs the end-of-fit
+    callbacks, which would save the broken weights; this stops with an error instead.)
+
+    Args:
+        stage: The stage's name (for the message).
+        start: Epochs of the stage finished before this fit (a resumed stage).
+        checkpoint: The stage's resume checkpoint (named in the message).
+    """
+
+    order = -5  # before the optimiser's step and every other callback of the batch
+
+    def __init__(self, stage: str, start: int = 0, checkpoint: StageCheckpoint | None = None):
+        self.stage, self.start, self.checkpoint = stage, start, checkpoint
+
+    def after_loss(self) -> None:
+        if not self.training:
+            return
+        loss = self.learn.loss.detach().float()
+        if bool(torch.isfinite(loss).all()):
+            return
+        epoch = self.start + self.epoch
+        kept = "no checkpoint of this stage was written yet"
+        if self.checkpoint is not None:
+            state = self.checkpoint.read()
+            if state is not None:
+                kept = (
+                    f"the last good checkpoint is {self.checkpoint.weights} "
+                    f"(after epoch {state['epochs_done'] - 1})"
+                )
+        raise NonFiniteLossError(
+            f"the training loss became {loss.item()} in stage {self.stage!r}, epoch {epoch} "
+            f"(iteration {self.iter} of the epoch); training stopped and {kept}. Lower the "
+            "learning rate (or check the data and the loss), then rerun: the run resumes from "
+            "that checkpoint"
+        )
 
 
 class HistoryCSV(Callback):
@@ -89,7 +285,16 @@ class HistoryCSV(Callback):
     order = 60  # after the Recorder has the epoch's values
 
     def __init__(self, path: Path, stage: str = "fit"):
-        self.path, self.stage, self.rows = Path(path), stage, []
+        self.path, self.stage, self.epoch_offset = Path(path), stage, 0
+        self.rows: list[dict[str, Any]] = []
+        if self.path.is_file():  # a resumed run continues the interrupted run's history
+            self.rows = pd.read_csv(self.path).to_dict("records")
+
+    def forget(self, stage: str, from_epoch: int) -> None:
+        """Drop ``stage``'s rows from epoch ``from_epoch`` on (epochs a resumed run retrains)."""
+        self.rows = [
+            r for r in self.rows if not (r["stage"] == stage and int(r["epoch"]) >= from_epoch)
+        ]
 
     def before_epoch(self) -> None:
         self.trained = False
@@ -103,8 +308,11 @@ class HistoryCSV(Callback):
         self.trained = False
         names = [n for n in self.recorder.metric_names[1:-1]]
         values = self.recorder.log[1:-1]
-        row = {"stage": self.stage, "epoch": self.epoch, **dict(zip(names, values, strict=False))}
+        epoch = self.epoch_offset + self.epoch
+        row = {"stage": self.stage, "epoch": epoch, **dict(zip(names, values, strict=False))}
         row["lr"] = float(self.opt.hypers[-1]["lr"])
         self.rows.append(row)
+        if rank_distrib():
+            return
         frame = pd.DataFrame(self.rows)
         write_with(self.path, lambda p: frame.to_csv(p, index=False))

@@ -4,26 +4,42 @@ A paper's recipe is expressed as parameters (sizes, batch sizes, learning rates,
 callbacks, never as a new training loop: :func:`make_learner` builds the Learner (best-checkpoint
 saving, an epoch-by-epoch history CSV, mixed precision on a GPU) and :func:`fit_stage` trains one
 stage.
+
+Stages are resumable: after every epoch the model and optimiser state are checkpointed
+(:class:`~lessons_lib.training.callbacks.StageCheckpoint`); a run killed mid-stage and started
+again in the same folder continues from the stage's last finished epoch, with the learning-rate
+schedule where it was, and a finished stage is loaded instead of trained again. A loss that
+becomes NaN or infinite stops the run with a
+:class:`~lessons_lib.training.callbacks.NonFiniteLossError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import fastai.callback.fp16  # noqa: F401  (patches Learner.to_fp16)
 import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle, lr_find)
 import numpy as np
 import pandas as pd
 import torch
-from fastai.callback.schedule import ParamScheduler
-from fastai.callback.tracker import EarlyStoppingCallback
+from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 from torch import nn
 
-from lessons_lib.training.callbacks import AtomicSaveModel, HistoryCSV, PooledScore, save_checkpoint
+from lessons_lib.training.callbacks import (
+    AtomicSaveModel,
+    HistoryCSV,
+    PooledScore,
+    ResumableEarlyStopping,
+    ResumeCheckpoint,
+    StageCheckpoint,
+    StopOnNonFinite,
+    save_checkpoint,
+)
 
 SCHEDULES = ("one_cycle", "constant", "poly")
 """Learning-rate policies of :func:`fit_stage`."""
@@ -101,6 +117,44 @@ def make_learner(
     return learn
 
 
+def resumed_schedule(
+    schedule: Callable[[float], Any], start: int, epochs: int
+) -> Callable[[float], Any]:
+    """``schedule`` over a whole stage of ``epochs``, for a fit that trains only its last
+    ``epochs - start`` epochs (a resumed stage): progress ``t`` of the fit is progress
+    ``(start + t * (epochs - start)) / epochs`` of the stage."""
+    if start == 0:
+        return schedule
+
+    def shifted(pos: float) -> Any:
+        return schedule((start + pos * (epochs - start)) / epochs)
+
+    return shifted
+
+
+def stage_schedules(
+    learn: Learner, schedule: str, lr_max: Any, power: float = 0.9
+) -> dict[str, Callable[[float], Any]]:
+    """The hyper-parameter schedules of a stage, over its progress ``t`` in [0, 1].
+
+    ``one_cycle`` is fastai's ``fit_one_cycle`` policy with its defaults (cosine warm-up from
+    ``lr_max / 25`` over the first 25%, cosine annealing to ``lr_max / 1e5``; momentum
+    0.95 -> 0.85 -> 0.95), ``poly`` is :func:`poly_schedule`, ``constant`` is empty.
+    """
+    if schedule == "one_cycle":
+        if learn.opt is None:
+            learn.create_opt()
+        learn.opt.set_hyper("lr", lr_max)
+        lr = np.array([h["lr"] for h in learn.opt.hypers])
+        return {
+            "lr": combined_cos(0.25, lr / 25.0, lr, lr / 1e5),
+            "mom": combined_cos(0.25, *learn.moms),
+        }
+    if schedule == "poly":
+        return {"lr": poly_schedule(lr_max, power)}
+    return {}
+
+
 def fit_stage(
     learn: Learner,
     stage: str,
@@ -113,6 +167,12 @@ def fit_stage(
     power: float = 0.9,
 ) -> pd.DataFrame:
     """Train one stage and keep its best (or last) epoch, saved as ``models/<stage>.pth``.
+
+    Resumable: the model, optimiser and tracker state are saved after every epoch
+    (``models/<stage>.resume.pth`` and ``.resume.json``). When the run folder holds a stage
+    of the same name that an interrupted run left unfinished, training continues after its
+    last finished epoch (the schedule continues where it was, the history keeps the finished
+    epochs once); a stage that finished is loaded (model and optimiser) and not trained again.
 
     Args:
         learn: From :func:`make_learner`.
@@ -133,32 +193,72 @@ def fit_stage(
 
     Returns:
         This stage's rows of the history.
+
+    Raises:
+        NonFiniteLossError: the training loss became NaN or infinite (the message names the
+            stage, epoch and the last good checkpoint, which is kept).
     """
     if epochs <= 0:
         return pd.DataFrame()
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if patience is not None and monitor is None:
+        raise ValueError("early stopping (patience) needs a monitor")
     if freeze is True:
         learn.freeze()
     elif freeze is False:
         learn.unfreeze()
     history = learn.history_csv  # fastai exposes a callback under its snake-case name
     history.stage = stage
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    if patience is not None and monitor is None:
-        raise ValueError("early stopping (patience) needs a monitor")
-    cbs = []
+    checkpoint = StageCheckpoint(learn, stage)
+    state = checkpoint.read()
+    if state is not None and state.get("epochs") != epochs:
+        state = None  # another stage of the same name (a changed recipe): train it afresh
+    start = 0
+    if state is not None:
+        checkpoint.load()
+        start = int(state["epochs_done"])
+        if state.get("finished"):
+            if not (Path(learn.path) / learn.model_dir / f"{stage}.pth").is_file():
+                save_checkpoint(learn, stage)
+            print(f"stage {stage!r}: finished by an earlier run in this folder; loaded")
+            return _stage_rows(history, stage)
+        print(f"stage {stage!r}: resuming after epoch {start - 1} of {epochs} (earlier run)")
+    history.forget(stage, start)
+    history.epoch_offset = start
+    best = state.get("best") if state is not None else None
+    cbs: list = [StopOnNonFinite(stage, start, checkpoint)]
+    trackers: list = []
     if monitor is not None:
         comp = np.less if "loss" in monitor else np.greater
         if patience is not None:  # before the checkpoint: both read the same epoch's value
-            cbs.append(EarlyStoppingCallback(monitor=monitor, comp=comp, patience=patience))
-        cbs.append(AtomicSaveModel(monitor=monitor, comp=comp, fname=stage))
+            trackers.append(
+                ResumableEarlyStopping(
+                    best=best,
+                    wait=int(state.get("wait", 0)) if state is not None else 0,
+                    monitor=monitor,
+                    comp=comp,
+                    patience=patience,
+                )
+            )
+        trackers.append(AtomicSaveModel(best=best, monitor=monitor, comp=comp, fname=stage))
+    cbs += trackers
+    cbs.append(ResumeCheckpoint(checkpoint, epochs, start, tuple(trackers)))
     lr_max = np.array(lr, dtype=float) if isinstance(lr, (list, tuple)) else lr
-    if schedule == "one_cycle":
-        learn.fit_one_cycle(epochs, lr_max, cbs=cbs)
-    elif schedule == "poly":
-        learn.fit(epochs, lr_max, cbs=[ParamScheduler({"lr": poly_schedule(lr_max, power)}), *cbs])
-    else:
-        learn.fit(epochs, lr_max, cbs=cbs)
+    scheds = {
+        name: resumed_schedule(f, start, epochs)
+        for name, f in stage_schedules(learn, schedule, lr_max, power).items()
+    }
+    if scheds:
+        cbs.insert(0, ParamScheduler(scheds))
+    try:
+        learn.fit(epochs - start, lr_max, cbs=cbs)
+    finally:
+        history.epoch_offset = 0
     if monitor is None:
         save_checkpoint(learn, stage)
+    return _stage_rows(history, stage)
+
+
+def _stage_rows(history: HistoryCSV, stage: str) -> pd.DataFrame:
     return pd.DataFrame([r for r in history.rows if r["stage"] == stage])
