@@ -59,9 +59,10 @@ def runs_dir() -> Path:
     return Path(os.environ.get("LESSONS_RUNS", REPO / "runs"))
 
 
-def default_out(chapter: str, profile: str, dataset: str) -> Path:
-    """A run's default output folder: ``<runs>/<chapter>/<profile>-<dataset>``."""
-    return runs_dir() / chapter / f"{profile}-{dataset}"
+def default_out(chapter: str, profile: str, dataset: str, dry_run: bool = False) -> Path:
+    """A run's default output folder: ``<runs>/<chapter>/<profile>-<dataset>``, and
+    ``dry-run-<profile>-<dataset>`` for a dry run (it never takes the real run's folder)."""
+    return runs_dir() / chapter / f"{'dry-run-' if dry_run else ''}{profile}-{dataset}"
 
 
 def git_revision() -> str:
@@ -120,6 +121,7 @@ def get_data(
     synth: dict[str, Any] | None = None,
     seed: int = 0,
     workers: int = 2,
+    limit: int | None = None,
 ) -> tuple[Path, PreparedData]:
     """Find (or generate) a chapter's data and prepare it at ``prepare_size``.
 
@@ -130,6 +132,8 @@ def get_data(
         synth: Arguments of :func:`lessons_lib.synth.make_dataset` (``n``, ``size``, ...).
         seed: Seed of the synthetic data and of seeded splits.
         workers: Processes generating and preparing the data.
+        limit: Use only the first ``limit`` pairs of each split (a dry run's
+            ``dry_run_images``; ``None``: all).
 
     Returns:
         ``(root, prepared)``: the dataset root and its :class:`PreparedData`.
@@ -153,11 +157,12 @@ def get_data(
             make_dataset(root, seed=seed, workers=workers, **synth)
     else:
         root = Path(data_dir).expanduser()
-    return root, prepare(root, dataset, prepare_size, seed=seed, workers=workers)
+    return root, prepare(root, dataset, prepare_size, seed=seed, workers=workers, limit=limit)
 
 
 RUN_FILES = (
     "params.json",
+    "predictor.json",
     "metrics.json",
     "history.csv",
     "per_image_*.csv",
@@ -314,7 +319,12 @@ class Run:
         from_params = self.params.pop("overwrite", None)
         overwrite = bool(from_params if overwrite is None else overwrite)
         if out_dir is None:
-            out_dir = default_out(chapter, self.params["profile"], self.params["dataset"])
+            out_dir = default_out(
+                chapter,
+                self.params["profile"],
+                self.params["dataset"],
+                bool(self.params.get("dry_run")),
+            )
         self.out = Path(out_dir).expanduser()
         record = {"chapter": chapter, **self.params}
         self._claim(record, overwrite)
@@ -458,6 +468,34 @@ class Run:
         return write_with(
             self.out / "models" / f"{name}.pth", lambda p: torch.save(model.state_dict(), p)
         )
+
+    def save_predictor(
+        self,
+        learn: Any,
+        data: PreparedData,
+        weights: str | Path | Sequence[str | Path] = "final",
+        **how: Any,
+    ) -> Path:
+        """Record how this run predicts, as ``predictor.json``, for
+        ``python -m lessons_lib predict --run <out_dir>`` (:mod:`lessons_lib.evaluation.predict`).
+
+        Args:
+            learn: The Learner (or the ensemble's Learners) the chapter evaluated with.
+            data: The prepared data it evaluated on.
+            weights: The weights saved by :meth:`save_weights`, by name (one per Learner),
+                or paths.
+            **how: What the chapter passed to ``evaluate``: ``resize``, ``postprocess``,
+                ``postprocess_at``, ``threshold``.
+        """
+        from lessons_lib.evaluation.predict import predictor_spec, write_predictor
+
+        names = [weights] if isinstance(weights, (str, Path)) else list(weights)
+        files = [
+            self.out / "models" / f"{w}.pth" if isinstance(w, str) and "/" not in w else Path(w)
+            for w in names
+        ]
+        spec = predictor_spec(learn, data, files if len(files) > 1 else files[0], **how)
+        return write_predictor(self.out, spec)
 
     def savefig(self, fig, name: str) -> None:
         """Save a matplotlib figure as ``<out>/figures/<name>.png`` (the notebook shows it too)."""

@@ -1,4 +1,4 @@
-"""Command line: ``python -m lessons_lib data synth|prepare|check`` and ``... score``.
+"""Command line: ``python -m lessons_lib data synth|prepare|check|download`` and ``... score``.
 
 A user's mistake (bad data, a read-only or full cache, a bad option value) is one
 ``error: ...`` line and exit status 2, never a traceback; Ctrl-C is one ``interrupted`` line and
@@ -53,10 +53,38 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from lessons_lib.data.download import download
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
+    download(
+        args.dataset,
+        args.to,
+        splits,
+        accept_terms=args.accept_terms,
+        archives=args.archives,
+        mirrors=args.mirror,
+        delete_archives=args.delete_archives,
+        reverify=args.reverify,
+    )
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
     from lessons_lib.metrics import main_score
 
     print(main_score(Path(args.truth_dir), Path(args.pred_dir), as_json=args.json))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from lessons_lib.evaluation.predict import predict_folder
+
+    written = predict_folder(
+        args.run_dir, args.images, args.out, args.zip, args.batch_size, args.device
+    )
+    where = f" and packed them into {args.zip}" if args.zip is not None else ""
+    print(f"wrote {len(written)} masks to {args.out}{where}")
     return 0
 
 
@@ -94,11 +122,44 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--split", choices=SPLITS, default=None)
         p.set_defaults(run=run)
 
+    p = dsub.add_parser(
+        "download",
+        help="download, verify and unpack ISIC 2016/2017/2018 or PH2 in the publisher's layout",
+    )
+    from lessons_lib.data.download import DOWNLOADABLE
+
+    p.add_argument("dataset", choices=DOWNLOADABLE)
+    p.add_argument("--to", required=True, type=Path, help="the dataset root to fill")
+    p.add_argument("--splits", help="comma-separated: train,valid,test (default: all there are)")
+    p.add_argument("--accept-terms", action="store_true", help="accept PH2's terms of use")
+    p.add_argument("--archives", type=Path, help="where to keep the archives (default TO/archives)")
+    p.add_argument(
+        "--delete-archives", action="store_true", help="delete each archive once it is unpacked"
+    )
+    p.add_argument("--reverify", action="store_true", help="hash downloaded archives again")
+    p.add_argument(
+        "--mirror",
+        action="append",
+        help="base URL replacing the publishers' hosts (repeatable; or LESSONS_DOWNLOAD_MIRROR)",
+    )
+    p.set_defaults(run=_download)
+
     p = sub.add_parser("score", help="score predicted masks with the ISIC challenge metrics")
     p.add_argument("truth_dir", type=Path)
     p.add_argument("pred_dir", type=Path)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_score)
+
+    p = sub.add_parser(
+        "predict", help="predict masks for a folder of images with a chapter run's network"
+    )
+    p.add_argument("--run", dest="run_dir", required=True, type=Path, help="a chapter's run folder")
+    p.add_argument("--images", required=True, type=Path, help="folder of images")
+    p.add_argument("--out", required=True, type=Path, help="where <stem>_segmentation.png go")
+    p.add_argument("--zip", type=Path, default=None, help="also pack the masks into this zip")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.set_defaults(run=_predict)
     return top
 
 

@@ -22,7 +22,11 @@ from lessons_lib.errors import DataError
 
 PROFILES = ("smoke", "full")
 COMMON = ("data_dir", "seed", "out_dir")  # parameters every chapter has, the same in any profile
-OPTIONAL = ("overwrite",)  # taken from the given values only when a chapter defines them
+OPTIONAL = ("overwrite", "dry_run")  # taken from the given values when a chapter defines them
+
+DRY_RUN_ITERATIONS = 2
+"""Training iterations per epoch in a dry run: a dry run uses ``DRY_RUN_ITERATIONS`` times the
+largest batch size as its number of images per split (see :func:`dry_run_params`)."""
 
 RANGES: dict[str, tuple[float, bool, float | None, bool]] = {
     "seed": (0, True, 2**32 - 1, True),
@@ -261,6 +265,7 @@ def resolve_params(
     profile: str,
     given: dict[str, Any],
     weights: str | None = None,
+    dry_run: Mapping[str, Any] | None = None,
 ) -> SimpleNamespace:
     """Merge a profile's defaults with the given parameters, checked and converted by type.
 
@@ -306,9 +311,12 @@ def resolve_params(
             parameters (``data_dir``, ``seed``, ``out_dir``) are taken from here, and
             ``overwrite`` (see :class:`Run`) when present.
         weights: The torchvision architecture whose ImageNet weights ``pretrained=True`` loads.
+        dry_run: The chapter's dry-run settings, used when the given ``dry_run`` is true
+            (:func:`dry_run_params`).
 
     Returns:
-        A namespace with every parameter, plus ``profile``.
+        A namespace with every parameter, plus ``profile`` and ``dry_run_images`` (the
+        images per split of a dry run, ``None`` otherwise).
 
     Raises:
         ParameterError: a wrong profile, type, length, range, dataset or ``pretrained`` (every
@@ -418,4 +426,50 @@ def resolve_params(
             check_pretrained(params["pretrained"], weights, require=profile == "full")
         except ValueError as err:
             raise ParameterError({"pretrained": f"parameter {err}"}) from None
+    params["dry_run_images"] = None
+    if params.get("dry_run"):
+        params = dry_run_params(params, dry_run or {}, given)
     return SimpleNamespace(profile=profile, **params)
+
+
+def dry_run_params(
+    params: dict[str, Any], settings: Mapping[str, Any], given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A profile's parameters for a dry run: the same code path, minutes instead of hours.
+
+    A dry run checks, before a GPU-day is spent, that the full profile works on your data and
+    fits your GPU: the full input sizes and batch sizes, preparation at full size, every stage,
+    fold and model, evaluation at original size, post-processing, figures and ``metrics.json``;
+    but one epoch per stage (every ``*epochs*`` parameter: each non-zero value becomes 1) and a
+    few images per split: ``dry_run_images`` = :data:`DRY_RUN_ITERATIONS` x the largest batch
+    size (two training iterations per epoch), or the chapter's ``images`` setting if larger
+    (e.g. enough for every cross-validation fold).
+
+    Args:
+        params: The resolved parameters.
+        settings: The chapter's ``DRY_RUN``: parameter values for a dry run (e.g. a shorter
+            learning-rate finder), and ``images``, a minimum number of images per split. A
+            value the user gave explicitly wins over these.
+        given: The notebook's parameter values.
+
+    Returns:
+        The parameters to run with.
+    """
+    params = dict(params)
+
+    def one(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return type(value)(one(v) for v in value)
+        return min(value, 1) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    for name in params:
+        if "epochs" in name:
+            params[name] = one(params[name])
+    settings = dict(settings)
+    minimum = int(settings.pop("images", 1))
+    for name, value in settings.items():
+        if given.get(name) is None:
+            params[name] = value
+    batches = [x for n in params if "batch" in n for x in _leaves(params[n]) if isinstance(x, int)]
+    params["dry_run_images"] = max(DRY_RUN_ITERATIONS * max(batches, default=1), minimum)
+    return params

@@ -7,6 +7,9 @@ Public API::
     prepare(root, dataset, size) -> PreparedData
     check_dataset(root, dataset) -> (n_pairs, [problem, ...])
     split_pairs(pairs, valid, seed) -> (train, valid)
+
+Downloading (not imported here): ``lessons_lib.data.download.download(dataset, to, splits)``,
+the ``data download`` command: verified, resumable, unpacked into the publisher's layout.
 """
 
 from lessons_lib.data.check import check_dataset

@@ -44,6 +44,8 @@ from lessons_lib.data.layouts import available_splits, find_pairs
 from lessons_lib.errors import DataError
 
 MANIFEST = "manifest.json"
+JPEG_QUALITY = 95
+"""Quality of the cached JPEG images (what the networks are trained and evaluated on)."""
 #: Name of the PNG text chunk (and content of the JPEG comment) holding a cached file's sources.
 SOURCE_KEY = "lessons_source"
 #: Bump when the resizing changes, so that every cache is prepared again.
@@ -98,14 +100,24 @@ def load_resized(image_path: Path, mask_path: Path, size: int) -> tuple[Image.Im
     im = open_image(image_path)
     apply_exif = check_match(im, (mask.height, mask.width), image_path, mask_path)
     w, h = working_size(mask.width, mask.height, size)
+    return resize_image(im, image_path, (w, h), apply_exif), shrink_mask(mask, (w, h))
+
+
+def resize_image(
+    im: Image.Image, path: Path | str, size: tuple[int, int], exif_transpose: bool = False
+) -> Image.Image:
+    """An opened image decoded at working size ``(width, height)``: draft-mode decoding for
+    JPEGs, EXIF rotation if asked, RGB, then Lanczos to exactly ``size``. The one way images
+    are brought to working size, by :func:`prepare` and by prediction
+    (:mod:`lessons_lib.evaluation.predict`)."""
+    w, h = size
     if im.format == "JPEG":
-        im.draft("RGB", (w, h) if not apply_exif else (h, w))
-    im = decode_image(im, image_path)
-    if apply_exif:
+        im.draft("RGB", (w, h) if not exif_transpose else (h, w))
+    im = decode_image(im, path)
+    if exif_transpose:
         im = ImageOps.exif_transpose(im)
-    im = to_rgb(im, image_path)
-    image = im.resize((w, h), Image.Resampling.LANCZOS) if im.size != (w, h) else im
-    return image, shrink_mask(mask, (w, h))
+    im = to_rgb(im, path)
+    return im.resize((w, h), Image.Resampling.LANCZOS) if im.size != (w, h) else im
 
 
 def _size(path: str | Path) -> tuple[int, int]:
@@ -159,7 +171,10 @@ def _one(job: tuple[str, str, str, str, int]) -> dict:
     if small_size is None:  # new, changed, or interrupted half-way: prepare it
         image, mask = load_resized(Path(image_path), Path(mask_path), size)
         comment = stamp or ""
-        write_with(out_image, lambda p: image.save(p, format="JPEG", quality=95, comment=comment))
+        write_with(
+            out_image,
+            lambda p: image.save(p, format="JPEG", quality=JPEG_QUALITY, comment=comment),
+        )
         info = PngInfo()
         info.add_text(SOURCE_KEY, comment)
         small = Image.fromarray(mask.astype(np.uint8) * 255)
@@ -241,9 +256,11 @@ class PreparedData:
         return cls(path, json.loads((path / MANIFEST).read_text()))
 
 
-def default_out(root: Path, dataset: str, size: int) -> Path:
+def default_out(root: Path, dataset: str, size: int, limit: int | None = None) -> Path:
+    """``<cache>/prepared/<dataset>-<hash of root>-<size>[-first<limit>]``."""
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
-    return cache_dir() / "prepared" / f"{dataset}-{digest}-{size}"
+    first = f"-first{limit}" if limit is not None else ""
+    return cache_dir() / "prepared" / f"{dataset}-{digest}-{size}{first}"
 
 
 def _positive_int(name: str, value: object, unit: str) -> int:
@@ -288,6 +305,7 @@ def prepare(
     splits: tuple[str, ...] | None = None,
     workers: int = 2,
     seed: int = 0,
+    limit: int | None = None,
 ) -> PreparedData:
     """Resize every pair of a dataset once; reuse what an earlier call already wrote.
 
@@ -304,6 +322,8 @@ def prepare(
         splits: Which splits to prepare; default every split the layout has.
         workers: Processes decoding in parallel.
         seed: Split seed for datasets without an official split.
+        limit: Prepare only the first ``limit`` pairs (by id) of each split, into a cache
+            folder of their own (a chapter's dry run: the full-size code path on a few images).
 
     Returns:
         A :class:`PreparedData` whose ``pairs(split)`` feed training and whose
@@ -317,10 +337,12 @@ def prepare(
     """
     size = _positive_int("size", size, "pixels")
     workers = _positive_int("workers", workers, "processes")
+    if limit is not None:
+        limit = _positive_int("limit", limit, "pairs per split")
     root = Path(root).expanduser().resolve()
     explicit = out is not None
     try:
-        out = Path(out).expanduser() if explicit else default_out(root, dataset, size)
+        out = Path(out).expanduser() if explicit else default_out(root, dataset, size, limit)
         ensure_writable(out)
     except WriteError as err:
         raise _unwritable(err, explicit) from None
@@ -338,7 +360,7 @@ def prepare(
         kept = [e for e in old["entries"] if e["split"] not in splits]
     jobs, entries = [], []
     for split in splits:
-        for image, mask in find_pairs(root, dataset, split, seed=seed):
+        for image, mask in find_pairs(root, dataset, split, seed=seed)[:limit]:
             rel_i, rel_m = f"{split}/images/{image.stem}.jpg", f"{split}/masks/{image.stem}.png"
             jobs.append((str(image), str(mask), str(out / rel_i), str(out / rel_m), size))
             entries.append({"id": image.stem, "split": split, "image": rel_i, "mask": rel_m})
@@ -352,6 +374,8 @@ def prepare(
         for entry, result in zip(entries, results, strict=True):
             entry.update(result)
         manifest = {"dataset": dataset, "root": str(root), "size": size, "seed": seed}
+        if limit is not None:
+            manifest["limit"] = limit
         manifest["entries"] = kept + entries
         write_json(out / MANIFEST, manifest)
     except WriteError as err:

@@ -52,6 +52,38 @@ def to_size(prob: np.ndarray | torch.Tensor, size: tuple[int, int], mode: str) -
     return out.clamp_(0, 1).numpy()
 
 
+def mask_at_original(
+    prob: np.ndarray,
+    size: tuple[int, int],
+    resize: str = "nearest",
+    postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    postprocess_at: str = "original",
+    threshold: float = 0.5,
+) -> np.ndarray:
+    """A probability map at input size as a mask at the original size, the one rule of
+    :func:`evaluate` and of prediction (:mod:`lessons_lib.evaluation.predict`).
+
+    Args:
+        prob: ``(h, w)`` lesion probabilities at the network's input size.
+        size: Original ``(width, height)``.
+        resize: Interpolation (``RESIZE_MODES``).
+        postprocess: ``prob -> bool mask``; default ``prob > threshold``.
+        postprocess_at: ``"original"``: resize the probabilities, then post-process;
+            ``"model"``: post-process, then resize the 0/1 mask and cut it at 0.5.
+        threshold: Used when ``postprocess`` is ``None``.
+
+    Returns:
+        ``bool (height, width)``.
+    """
+
+    def binary(p: np.ndarray) -> np.ndarray:
+        return postprocess(p) if postprocess is not None else p > threshold
+
+    if postprocess_at == "original":
+        return np.asarray(binary(to_size(prob, size, resize)), dtype=bool)
+    return to_size(np.asarray(binary(prob), dtype=np.float32), size, resize) > 0.5
+
+
 def thumbnail(prob: np.ndarray, side: int = 256) -> np.ndarray:
     """A probability map shrunk to at most ``side`` pixels per side, as ``float16``."""
     h, w = prob.shape
@@ -134,13 +166,8 @@ def evaluate(
         )
     learners = [learn] if hasattr(learn, "get_preds") else list(learn)
 
-    def binary(prob: np.ndarray) -> np.ndarray:
-        return postprocess(prob) if postprocess is not None else prob > threshold
-
     def to_original(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        if postprocess_at == "original":
-            return binary(to_size(prob, size, resize))
-        return to_size(np.asarray(binary(prob), dtype=np.float32), size, resize) > 0.5
+        return mask_at_original(prob, size, resize, postprocess, postprocess_at, threshold)
 
     entries = select(data, split, ids)
     pairs = [(data.path / e["image"], data.path / e["mask"]) for e in entries]

@@ -43,7 +43,10 @@ def build_model(name: str, **kwargs) -> nn.Module:
         **kwargs: Passed to the builder (``in_channels``, ``n_out``, ``pretrained``, ...).
 
     Returns:
-        The model, on the CPU.
+        The model, on the CPU, with ``model.build_spec = {"name": name, "kwargs": {...}}``: how
+        to build it again (what :mod:`lessons_lib.evaluation.predict` records). ``pretrained``
+        is recorded as ``False``: a rebuilt model gets trained weights loaded into it, so it
+        must not download initial ones.
 
     Raises:
         KeyError: unknown name (the message lists every valid name).
@@ -58,7 +61,12 @@ def build_model(name: str, **kwargs) -> nn.Module:
         raise TypeError(
             f"{name}: unknown argument(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
         )
-    return builder(**kwargs)
+    model = builder(**kwargs)
+    recorded = dict(kwargs)
+    if "pretrained" in valid:
+        recorded["pretrained"] = False
+    model.build_spec = {"name": name, "kwargs": recorded}
+    return model
 
 
 def _load_all() -> None:

@@ -4,7 +4,9 @@
 * :mod:`~lessons_lib.training.callbacks`: :class:`PooledScore`, :class:`AtomicSaveModel`,
   :class:`HistoryCSV`, :func:`save_checkpoint`, the resume checkpoint of a stage and the stop on a
   non-finite loss (:class:`NonFiniteLossError`);
-* :mod:`~lessons_lib.training.learner`: :func:`make_learner` and :func:`fit_stage`.
+* :mod:`~lessons_lib.training.learner`: :func:`make_learner` and :func:`fit_stage`;
+* :mod:`~lessons_lib.training.distributed`: :func:`fit_distributed`, training on several GPUs
+  (``make_learner(..., n_gpus=N)``; fastai's distributed support through Hugging Face accelerate).
 """
 
 from lessons_lib.training.callbacks import (
@@ -15,6 +17,7 @@ from lessons_lib.training.callbacks import (
     save_checkpoint,
 )
 from lessons_lib.training.dataloaders import CODES, load_mask01, segmentation_dls
+from lessons_lib.training.distributed import fit_distributed
 from lessons_lib.training.learner import fit_stage, make_learner
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "HistoryCSV",
     "NonFiniteLossError",
     "PooledScore",
+    "fit_distributed",
     "fit_stage",
     "load_mask01",
     "make_learner",

@@ -55,6 +55,10 @@ class PooledScore(Metric):
             )
         pred = foreground(activation(learn.pred.float())) > self.threshold
         targ = learn.y.reshape(pred.shape) > 0
+        # under distributed training every process counts every image (fastai gathers the
+        # batches of all processes and drops the padding repeats)
+        pred, targ = learn.to_detach((pred.to(torch.uint8), targ.to(torch.uint8)), cpu=False)
+        pred, targ = pred.bool(), targ.bool()
         self.inter += (pred & targ).sum().item()
         self.total += pred.sum().item() + targ.sum().item()
 
@@ -222,7 +226,10 @@ class ResumeCheckpoint(Callback):
         return tracked
 
     def after_epoch(self) -> None:
-        self.checkpoint.write(self.start + self.epoch + 1, self.epochs, False, **self._tracked())
+        if self.epoch + 1 < self.n_epoch:  # the last epoch is saved once, by after_fit
+            self.checkpoint.write(
+                self.start + self.epoch + 1, self.epochs, False, **self._tracked()
+            )
 
     def after_fit(self) -> None:
         self.checkpoint.write(self.epochs, self.epochs, True, **self._tracked())

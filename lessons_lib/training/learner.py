@@ -15,6 +15,7 @@ becomes NaN or infinite stops the run with a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.optimizer import Adam
+from fastai.torch_core import num_distrib, rank_distrib
 from torch import nn
 
 from lessons_lib.training.callbacks import (
@@ -40,6 +42,7 @@ from lessons_lib.training.callbacks import (
     StopOnNonFinite,
     save_checkpoint,
 )
+from lessons_lib.training.distributed import fit_distributed, in_distributed_context
 
 SCHEDULES = ("one_cycle", "constant", "poly")
 """Learning-rate policies of :func:`fit_stage`."""
@@ -58,7 +61,7 @@ def poly_schedule(lr: float | np.ndarray, power: float = 0.9) -> Callable[[float
     Returns:
         A schedule for fastai's ``ParamScheduler`` (called with ``t`` every iteration).
     """
-    base = np.asarray(lr, dtype=float)
+    base = np.atleast_1d(np.asarray(lr, dtype=float))
 
     def schedule(pos: float) -> np.ndarray:
         return base * (1.0 - pos) ** power
@@ -76,6 +79,7 @@ def make_learner(
     splitter: Callable | None = None,
     wd: float | None = None,
     mixed_precision: bool | None = None,
+    n_gpus: int = 1,
 ) -> Learner:
     """A fastai Learner writing checkpoints and history under ``out_dir``.
 
@@ -92,6 +96,9 @@ def make_learner(
             default the model's own ``splitter`` attribute if it has one.
         wd: Weight decay (fastai's default if ``None``).
         mixed_precision: fp16 training; default on when a GPU is used.
+        n_gpus: GPUs of this machine that :func:`fit_stage` trains on (data-parallel, one
+            process each, through :mod:`lessons_lib.training.distributed`; the batch size is
+            per GPU). On a CPU, more than 1 means that many CPU processes (for testing).
     """
     out_dir = Path(out_dir)
     splitter = splitter or getattr(model, "splitter", None)
@@ -114,6 +121,7 @@ def make_learner(
         mixed_precision = torch.cuda.is_available()
     if mixed_precision:
         learn.to_fp16()
+    learn.n_gpus = n_gpus
     return learn
 
 
@@ -204,6 +212,26 @@ def fit_stage(
         raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
     if patience is not None and monitor is None:
         raise ValueError("early stopping (patience) needs a monitor")
+    n_gpus = getattr(learn, "n_gpus", 1)
+    if (n_gpus != 1 or num_distrib() > 1) and not in_distributed_context(learn):
+        # one process per GPU, each running this function; the main process writes
+        train = functools.partial(
+            fit_stage,
+            stage=stage,
+            epochs=epochs,
+            lr=lr,
+            freeze=freeze,
+            schedule=schedule,
+            monitor=monitor,
+            patience=patience,
+            power=power,
+        )
+        rows = fit_distributed(learn, n_gpus, train)
+        history = learn.history_csv
+        history.stage = stage
+        history.forget(stage, 0)
+        history.rows.extend(rows.to_dict("records"))
+        return rows
     if freeze is True:
         learn.freeze()
     elif freeze is False:
@@ -221,9 +249,11 @@ def fit_stage(
         if state.get("finished"):
             if not (Path(learn.path) / learn.model_dir / f"{stage}.pth").is_file():
                 save_checkpoint(learn, stage)
-            print(f"stage {stage!r}: finished by an earlier run in this folder; loaded")
+            if not rank_distrib():
+                print(f"stage {stage!r}: finished by an earlier run in this folder; loaded")
             return _stage_rows(history, stage)
-        print(f"stage {stage!r}: resuming after epoch {start - 1} of {epochs} (earlier run)")
+        if not rank_distrib():
+            print(f"stage {stage!r}: resuming after epoch {start - 1} of {epochs} (earlier run)")
     history.forget(stage, start)
     history.epoch_offset = start
     best = state.get("best") if state is not None else None

@@ -122,6 +122,7 @@ def test_to_size_and_foreground() -> None:
 def test_pooled_score_counts_over_the_whole_set() -> None:
     class FakeLearn:
         loss_func = CrossEntropy2d()
+        to_detach = staticmethod(lambda b, cpu=True, gather=True: b)
 
     metric = PooledScore("jaccard")
     metric.reset()
@@ -139,7 +140,7 @@ def _accumulate(loss_func, outputs: list[torch.Tensor], targets: list) -> Pooled
     """A PooledScore("jaccard") after the batches ``(outputs[i], targets[i])``."""
 
     class FakeLearn:
-        pass
+        to_detach = staticmethod(lambda b, cpu=True, gather=True: b)
 
     metric = PooledScore("jaccard")
     metric.reset()

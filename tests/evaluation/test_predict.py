@@ -1,0 +1,420 @@
+"""``python -m lessons_lib predict``: a run's network(s) on a folder of images, as the chapter.
+
+Two small run folders are built here without papermill, as the chapters build theirs: one
+LesionSeg (chapter 000's pipeline: dihedral augmentation, per-image standardisation, bicubic
+resizing, threshold and opening) and an ensemble of two CDNN-29 (chapter 001's: colour channels,
+contrast augmentation, dual threshold at the model's size, bilinear), each trained for one epoch
+(two iterations) on the shared synthetic dataset prepared at 24 px, evaluated with ``evaluate``
+(``save_dir``), and recorded with ``predictor_spec`` / ``write_predictor``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastai.vision.augment import Dihedral
+from fastcore.foundation import L
+from fasttransform import Transform
+from PIL import Image
+
+from lessons_lib import chapter, cli
+from lessons_lib.data import prepare
+from lessons_lib.errors import DataError
+from lessons_lib.evaluation import evaluate, predict_probs
+from lessons_lib.evaluation.postprocess import dual_threshold, threshold_and_open
+from lessons_lib.evaluation.predict import (
+    PREDICTOR_FILE,
+    PREDICTOR_SCHEMA,
+    load_weights,
+    predict_folder,
+    predictor_spec,
+    prepared_image,
+    read_predictor,
+    write_predictor,
+)
+from lessons_lib.losses import CrossEntropy2d, JaccardDistance
+from lessons_lib.metrics import score_dirs
+from lessons_lib.models import MODELS, build_model
+from lessons_lib.training import fit_stage, make_learner, save_checkpoint, segmentation_dls
+from lessons_lib.transforms import (
+    CDNNChannels,
+    PerImageStandardize,
+    RandomChannelContrast,
+    geometric_augment,
+)
+
+PREPARE_SIZE = 24  # below the synthetic images' shorter sides (48-60 px): prepare resizes
+BS = 4  # predict with the evaluation's batch composition (8 images: the same two batches)
+TRAIN_IMAGES = "ISIC-2017_Training_Data"
+TRAIN_TRUTH = "ISIC-2017_Training_Part1_GroundTruth"
+
+
+@pytest.fixture(scope="module")
+def data(synthetic_root, tmp_path_factory):
+    """The shared synthetic dataset, prepared at 24 px (shorter side) in this module's folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LESSONS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        out = tmp_path_factory.mktemp("prepared") / "synthetic-24"
+        return prepare(synthetic_root, "synthetic", PREPARE_SIZE, out=out, workers=1)
+
+
+def _train(dls, model, loss, out: Path, seed: int):
+    chapter.setup(seed)
+    learn = make_learner(dls, model, loss, out)
+    fit_stage(learn, "train", 1, 1e-3, schedule="constant", monitor=None)
+    return learn
+
+
+@pytest.fixture(scope="module")
+def single_run(data, tmp_path_factory):
+    """Chapter 000's way: LesionSeg, evaluated on the training split into predictions/train."""
+    run = tmp_path_factory.mktemp("run000")
+    dls = segmentation_dls(
+        data.pairs("train"),
+        data.pairs("valid"),
+        32,
+        BS,
+        aug=[Dihedral(p=1.0)],
+        extra_tfms=[PerImageStandardize()],
+        normalize=None,
+        seed=0,
+    )
+    learn = _train(dls, build_model("lesionseg", n_out=2), CrossEntropy2d(), run, seed=0)
+    post = partial(threshold_and_open, t=0.5, footprint="cross")
+    per_image, _, _ = evaluate(
+        learn, data, "train", resize="bicubic", postprocess=post, save_dir=run / "predictions"
+    )
+    spec = predictor_spec(
+        learn, data, run / "models" / "train.pth", resize="bicubic", postprocess=post
+    )
+    write_predictor(run, spec)
+    (run / "metrics.json").write_text("{}")  # what a finished run also holds
+    return run, learn, per_image
+
+
+def _sharpen(learn, pairs, scale: float = 100.0) -> None:
+    """Stretch CDNN-29's output logits around their median (``scale`` times).
+
+    Two iterations leave its probabilities within 0.01 of 0.5, so the paper's dual threshold
+    (0.8, 0.5) would give empty or full masks; what is tested is that predict reproduces
+    evaluate, which needs masks with both values, not a good model.
+    """
+    probs = np.concatenate([p.ravel() for p in predict_probs(learn, pairs)]).astype(np.float64)
+    median = float(np.median(np.log(probs / (1 - probs))))
+    with torch.no_grad():
+        learn.model.output.weight.mul_(scale)
+        learn.model.output.bias.sub_(median).mul_(scale)
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(data, tmp_path_factory):
+    """Chapter 001's way: two CDNN-29 averaged, dual threshold at the model's size."""
+    run = tmp_path_factory.mktemp("run001")
+    learners, weights = [], []
+    for i in range(2):
+        dls = segmentation_dls(
+            data.pairs("train"),
+            data.pairs("valid"),
+            (32, 48),
+            BS,
+            aug=geometric_augment(),
+            extra_tfms=[CDNNChannels("rgbhsvl"), RandomChannelContrast()],
+            normalize=([0.5] * 7, [0.25] * 7),
+            seed=i,
+        )
+        learn = _train(
+            dls, build_model("cdnn29", in_channels=7), JaccardDistance(), run / f"fold{i}", seed=i
+        )
+        _sharpen(learn, data.pairs("train"))
+        learners.append(learn)
+    # one plain state_dict (run.save_weights), one fastai checkpoint with its optimiser state
+    weights.append(run / "models" / "fold0.pth")
+    weights[0].parent.mkdir(parents=True)
+    torch.save(learners[0].model.state_dict(), weights[0])
+    weights.append(save_checkpoint(learners[1], "with_opt", with_opt=True))
+    # no hole filling: the barely trained networks' maps hold rings, and filled they cover all
+    post = partial(dual_threshold, fill_holes=False)
+    how = dict(resize="bilinear", postprocess=post, postprocess_at="model")
+    evaluate(learners, data, "train", save_dir=run / "predictions", **how)
+    write_predictor(run, predictor_spec(learners, data, weights, **how))
+    return run, learners
+
+
+def _masks(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*_segmentation.png"))}
+
+
+def _predict(run: Path, images: Path, out: Path, *extra: str) -> int:
+    argv = ["predict", "--run", str(run), "--images", str(images), "--out", str(out)]
+    return cli.main([*argv, "--batch-size", str(BS), *extra])
+
+
+# ----------------------------------------------------------------------------- the spec
+def test_spec_records_the_chapters_pipeline(single_run, ensemble_run) -> None:
+    spec = json.loads((single_run[0] / PREDICTOR_FILE).read_text())
+    assert spec["schema_version"] == PREDICTOR_SCHEMA
+    assert spec["models"] == [
+        {
+            "name": "lesionseg",
+            "kwargs": {"n_out": 2},
+            "weights": "models/train.pth",
+            "activation": "softmax",
+        }
+    ]
+    assert (spec["prepare_size"], spec["input_size"]) == (PREPARE_SIZE, [32, 32])
+    assert spec["transforms"] == [{"name": "PerImageStandardize", "kwargs": {}}]  # no Dihedral
+    assert spec["postprocess"] == {
+        "name": "threshold_and_open",
+        "kwargs": {"t": 0.5, "footprint": "cross"},
+    }
+    assert (spec["resize"], spec["postprocess_at"]) == ("bicubic", "original")
+
+    spec = read_predictor(ensemble_run[0])
+    assert [m["weights"] for m in spec["models"]] == [
+        "models/fold0.pth",
+        "fold1/models/with_opt.pth",
+    ]
+    assert {m["activation"] for m in spec["models"]} == {"sigmoid"}
+    assert spec["models"][0]["kwargs"] == {"in_channels": 7}
+    assert spec["input_size"] == [32, 48]  # (height, width)
+    assert spec["transforms"] == [  # the training-only augmentations are left out
+        {"name": "CDNNChannels", "kwargs": {"channels": "rgbhsvl"}},
+        {"name": "Normalize", "kwargs": {"mean": [0.5] * 7, "std": [0.25] * 7}},
+    ]
+    assert spec["postprocess"] == {"name": "dual_threshold", "kwargs": {"fill_holes": False}}
+    assert spec["postprocess_at"] == "model"
+
+
+def test_prepared_image_is_the_cached_image(data) -> None:
+    for entry in data.entries("train"):
+        image, size = prepared_image(entry["orig_image"], PREPARE_SIZE)
+        cached = np.asarray(Image.open(data.path / entry["image"]).convert("RGB"))
+        assert image.size == tuple(entry["size"]) and size == tuple(entry["orig_size"])
+        assert np.array_equal(np.asarray(image.convert("RGB")), cached)
+
+
+# ----------------------------------------------------------------------------- predicting
+def test_predict_equals_evaluate_and_the_official_scorer_agrees(
+    single_run, synthetic_root, tmp_path, capsys
+) -> None:
+    run, _, per_image = single_run
+    images, truth = synthetic_root / TRAIN_IMAGES, synthetic_root / TRAIN_TRUTH
+    out, archive = tmp_path / "out", tmp_path / "submission.zip"
+    assert _predict(run, images, out, "--zip", str(archive)) == 0
+    assert "wrote 8 masks" in capsys.readouterr().out
+
+    ours, theirs = _masks(out), _masks(run / "predictions")
+    assert 0 < np.mean([m.mean() / 255 for m in ours.values()]) < 1  # neither empty nor full
+    stems = sorted(p.stem for p in images.glob("ISIC_???????.jpg"))
+    assert sorted(ours) == [f"{s}_segmentation.png" for s in stems]  # superpixel maps skipped
+    for name, mask in ours.items():
+        with Image.open(images / name.replace("_segmentation.png", ".jpg")) as original:
+            assert mask.shape == (original.height, original.width)
+        assert Image.open(out / name).mode == "L" and set(np.unique(mask)) <= {0, 255}
+        assert np.array_equal(mask, theirs[name]), name  # the chapter's own evaluation output
+
+    segmentation = pytest.importorskip("isic_challenge_scoring.segmentation")
+    from isic_challenge_scoring import metrics as official
+    from isic_challenge_scoring.confusion import create_binary_confusion_matrix
+    from isic_challenge_scoring.load_image import iter_image_pairs
+
+    scores = score_dirs(truth, out)
+    for pair in iter_image_pairs(truth, out):
+        cm = create_binary_confusion_matrix(pair.truth_image > 128, pair.prediction_image > 128)
+        row = scores.loc[pair.image_id]
+        assert row["jaccard"] == pytest.approx(official.binary_jaccard(cm), abs=1e-12)
+        assert row["dice"] == pytest.approx(official.binary_dice(cm), abs=1e-12)
+        assert row["jaccard"] == pytest.approx(per_image.loc[pair.image_id, "jaccard"], abs=1e-12)
+    macro = segmentation.SegmentationScore.from_dir(truth, out).macro_average
+    assert cli.main(["score", str(truth), str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    for key in ("jaccard", "dice", "threshold_jaccard", "accuracy"):
+        assert summary[key] == pytest.approx(macro[key], abs=1e-12), key
+
+    with zipfile.ZipFile(archive) as z:  # the submission: the masks, flat at the root
+        assert sorted(z.namelist()) == sorted(ours)
+        assert all(z.read(n) == (out / n).read_bytes() for n in z.namelist())
+    truth_zip = tmp_path / "truth.zip"
+    with zipfile.ZipFile(truth_zip, "w") as z:
+        for path in truth.iterdir():
+            z.write(path, f"{TRAIN_TRUTH}/{path.name}")
+    from_zip = segmentation.SegmentationScore.from_zip_file(truth_zip, archive).macro_average
+    assert from_zip["jaccard"] == pytest.approx(macro["jaccard"], abs=1e-12)
+
+
+def test_ensemble_with_model_size_postprocessing_equals_evaluate(
+    ensemble_run, synthetic_root, tmp_path
+) -> None:
+    run, _ = ensemble_run
+    written = predict_folder(run, synthetic_root / TRAIN_IMAGES, tmp_path, batch_size=BS)
+    ours, theirs = _masks(tmp_path), _masks(run / "predictions")
+    assert [p.name for p in written] == sorted(theirs) == sorted(ours)
+    assert 0 < np.mean([m.mean() / 255 for m in ours.values()]) < 1  # neither empty nor full
+    for name in ours:
+        assert np.array_equal(ours[name], theirs[name]), name
+
+
+def test_pretrained_is_never_rebuilt_from_the_spec(
+    single_run, synthetic_root, tmp_path, monkeypatch
+) -> None:
+    """A model is rebuilt with pretrained=False (what build_model records), so nothing downloads."""
+    calls = []
+
+    def probe(*, n_out: int = 2, pretrained: bool = True):
+        calls.append(pretrained)
+        return build_model("lesionseg", n_out=n_out)
+
+    monkeypatch.setitem(MODELS, "probe_net", probe)
+    assert build_model("probe_net", pretrained=True).build_spec == {
+        "name": "probe_net",
+        "kwargs": {"pretrained": False},
+    }
+    run = _copy(single_run[0], tmp_path)
+    spec = json.loads((run / PREDICTOR_FILE).read_text())
+    spec["models"][0].update(name="probe_net", kwargs={"n_out": 2, "pretrained": True})
+    (run / PREDICTOR_FILE).write_text(json.dumps(spec))
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(synthetic_root / TRAIN_IMAGES / "ISIC_0000000.jpg", images / "a.jpg")
+    assert predict_folder(run, images, tmp_path / "out") == [tmp_path / "out/a_segmentation.png"]
+    assert calls[-1] is False
+
+
+# ----------------------------------------------------------------------------- errors
+def _copy(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def _error(capsys, *argv: str) -> str:
+    assert cli.main(list(argv)) == 2
+    return capsys.readouterr().err
+
+
+def test_run_folder_errors(single_run, synthetic_root, tmp_path, capsys) -> None:
+    images = str(synthetic_root / TRAIN_IMAGES)
+    run = _copy(single_run[0], tmp_path)
+    args = ["predict", "--run", str(run), "--images", images, "--out", str(tmp_path / "o")]
+
+    spec = json.loads((run / PREDICTOR_FILE).read_text())
+    (run / PREDICTOR_FILE).write_text(json.dumps({**spec, "schema_version": 0}))
+    err = _error(capsys, *args)
+    assert "schema version 0" in err and f"version {PREDICTOR_SCHEMA}" in err
+    assert "rerun the chapter" in err
+
+    (run / PREDICTOR_FILE).write_text(json.dumps({**spec, "resize": "lanczos"}))
+    assert "'resize'" in _error(capsys, *args)
+
+    (run / PREDICTOR_FILE).write_text(json.dumps(spec))
+    (run / "models" / "train.pth").unlink()
+    err = _error(capsys, *args)
+    assert "weights file not found" in err and str(run / "models" / "train.pth") in err
+
+    (run / PREDICTOR_FILE).unlink()  # a run of before predict: metrics.json, no spec
+    err = _error(capsys, *args)
+    assert "made before predict existed" in err and "rerun the chapter" in err
+
+    (run / "metrics.json").unlink()
+    assert "not a run folder" in _error(capsys, *args)
+    assert not (tmp_path / "o").exists()
+
+
+def test_images_folder_errors(single_run, tmp_path, capsys) -> None:
+    run, out = str(single_run[0]), str(tmp_path / "out")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "ISIC_0000000_superpixels.png").write_bytes(b"")  # not an image to predict
+    err = _error(capsys, "predict", "--run", run, "--images", str(empty), "--out", out)
+    assert "no images" in err and str(empty) in err
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    Image.new("RGB", (40, 30), (200, 120, 90)).save(broken / "ISIC_0000001.jpg")
+    (broken / "ISIC_0000002.jpg").write_bytes(b"not a JPEG at all")
+    err = _error(capsys, "predict", "--run", run, "--images", str(broken), "--out", out)
+    assert str(broken / "ISIC_0000002.jpg") in err and "not a readable image" in err
+
+
+class _Planted:
+    """Unpickling this would create a file: the proof that a checkpoint was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_weights_are_never_unpickled(single_run, synthetic_root, tmp_path, capsys) -> None:
+    run = _copy(single_run[0], tmp_path)
+    weights = run / "models" / "train.pth"
+    marker = tmp_path / "unpickled"
+    state = torch.load(weights, weights_only=True)
+    torch.save({**state, "extra": _Planted(marker)}, weights)
+    err = _error(
+        capsys,
+        "predict",
+        "--run",
+        str(run),
+        "--images",
+        str(synthetic_root / TRAIN_IMAGES),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert "refused" in err and "weights_only" in err and str(weights) in err
+    assert not marker.exists()
+
+    torch.save({k: v for k, v in state.items() if "weight" not in k}, weights)
+    with pytest.raises(DataError, match="do not fit model lesionseg"):
+        predict_folder(run, synthetic_root / TRAIN_IMAGES, tmp_path / "o")
+
+
+def test_load_weights_reads_both_fastai_formats(ensemble_run) -> None:
+    run, learners = ensemble_run
+    plain = load_weights(run / "models" / "fold0.pth")
+    with_opt = load_weights(run / "fold1" / "models" / "with_opt.pth")
+    assert set(plain) == set(with_opt) == set(learners[1].model.state_dict())
+    with torch.serialization.safe_globals([L]):
+        assert "opt" in torch.load(run / "fold1/models/with_opt.pth", weights_only=True)
+
+
+# ----------------------------------------------------------------------------- recording
+class _Unknown(Transform):
+    order = 70
+
+    def encodes(self, x):
+        return x
+
+
+def test_what_cannot_be_recorded(single_run, data, tmp_path) -> None:
+    run, learn, _ = single_run
+    weights = run / "models" / "train.pth"
+    with pytest.raises(ValueError, match="not recordable"):
+        predictor_spec(learn, data, weights, postprocess=lambda p: p > 0.5)
+    with pytest.raises(ValueError, match="not JSON"):
+        predictor_spec(
+            learn,
+            data,
+            weights,
+            postprocess=partial(threshold_and_open, footprint=np.ones((3, 3), bool)),
+        )
+    with pytest.raises(ValueError, match="one weights file per Learner"):
+        predictor_spec([learn, learn], data, weights)
+
+    pairs = data.pairs("train")
+    dls = segmentation_dls(pairs[:4], pairs[4:], 32, BS, extra_tfms=[_Unknown()])
+    other = make_learner(dls, build_model("lesionseg"), CrossEntropy2d(), tmp_path)
+    with pytest.raises(ValueError, match="_Unknown runs on validation batches"):
+        predictor_spec(other, data, weights)
+    other.model = torch.nn.Conv2d(3, 2, 1)
+    with pytest.raises(ValueError, match="not built by lessons_lib.models.build_model"):
+        predictor_spec(other, data, weights)
+
+    with pytest.raises(DataError, match="outside the run folder"):
+        write_predictor(tmp_path, predictor_spec(learn, data, weights))

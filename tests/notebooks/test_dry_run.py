@@ -1,0 +1,107 @@
+"""Every chapter's full profile as a dry run (``-p dry_run True``), on data in the publishers'
+layouts at realistic resolution.
+
+The dataset is made by the synthetic generator (ISIC 2017 layout, about 1024 px wide), with the
+first image of every split enlarged to 4000x3000 as ISIC's camera images are; the ISIC 2018
+layout (chapter 002) holds the same files under that challenge's folder names. Each chapter
+runs its ``full`` profile - full input sizes, preparation at full size, every stage, fold and
+model, evaluation at original size, post-processing, figures, ``metrics.json`` - with one epoch
+per stage and a few images per split, the batch size lowered so the set stays within minutes
+on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, papermill
+from PIL import Image
+
+from lessons_lib.synth import make_dataset
+
+pytestmark = pytest.mark.notebooks
+
+N = 10  # images per split: the largest dry run here (chapters 000 and 001) uses ten
+BIG = (4000, 3000)
+ISIC2017 = {
+    "Training": ("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth"),
+    "Validation": ("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth"),
+    "Test_v2": ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth"),
+}
+ISIC2018 = {
+    "Training": ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth"),
+    "Validation": ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth"),
+}
+# Per chapter: dataset, parameters lowering the batch size (and what a CPU cannot fetch), and
+# the images per split its dry run uses.
+CHAPTERS = {
+    "000_lesionseg": ("isic2017", {"batch_size": 2}, 10),
+    "001_cdnn29": ("isic2017", {"batch_size": 2}, 10),
+    "002_resnet34_unet": (
+        "isic2018",
+        {"batch_size": "[1, 1]", "pretrained": False, "lr_find_iters": 6},
+        3,
+    ),
+    "003_slsdeep": ("isic2017", {"batch_size": 1, "speed_batch": 1, "pretrained": False}, 2),
+    "004_vgg16_fcn": ("isic2017", {"batch_size": 1, "pretrained": False}, 2),
+}
+
+
+@pytest.fixture(scope="module")
+def publisher_data(tmp_path_factory) -> dict[str, Path]:
+    """``{"isic2017": root, "isic2018": root}``: the same images in both layouts."""
+    base = tmp_path_factory.mktemp("publisher")
+    root17 = make_dataset(base / "isic2017", n=N, n_valid=N, n_test=N, size=1024, seed=3)
+    for images, masks in ISIC2017.values():  # ISIC's camera resolution for one image a split
+        first = sorted((root17 / images).glob("ISIC_*[0-9].jpg"))[0]
+        mask = root17 / masks / f"{first.stem}_segmentation.png"
+        Image.open(first).resize(BIG, Image.BICUBIC).save(first, quality=95)
+        Image.open(mask).resize(BIG, Image.NEAREST).save(mask)
+    root18 = base / "isic2018"
+    for split, (images, masks) in ISIC2018.items():
+        source_images, source_masks = ISIC2017[split]
+        (root18 / images).mkdir(parents=True)
+        (root18 / masks).mkdir(parents=True)
+        for image in sorted((root17 / source_images).glob("ISIC_*[0-9].jpg")):
+            shutil.copy(image, root18 / images / image.name)
+            mask = f"{image.stem}_segmentation.png"
+            shutil.copy(root17 / source_masks / mask, root18 / masks / mask)
+    return {"isic2017": root17, "isic2018": root18}
+
+
+@pytest.mark.parametrize("stem", list(CHAPTERS))
+def test_full_profile_dry_run(stem: str, publisher_data, tmp_path: Path) -> None:
+    dataset, lowered, images = CHAPTERS[stem]
+    out = tmp_path / "run"
+    params = {
+        "profile": "full",
+        "dry_run": True,
+        "dataset": dataset,
+        "data_dir": str(publisher_data[dataset]),
+        "workers": 1,
+        "out_dir": str(out),
+        **lowered,
+    }
+    papermill(REPO / "notebooks" / f"{stem}.ipynb", tmp_path / "executed.ipynb", params)
+
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["profile"] == "full" and record["dataset"] == dataset
+    assert record["params"]["dry_run"] is True and record["params"]["dry_run_images"] == images
+    assert record["results"], "no evaluation recorded"
+    for result in record["results"]:
+        assert 1 <= result["metrics"]["n_images"] <= images, result["name"]
+    history = pd.read_csv(out / "history.csv") if (out / "history.csv").is_file() else None
+    histories = [history] if history is not None else []
+    histories += [pd.read_csv(p) for p in out.glob("*/history.csv")]
+    assert histories, "no training history"
+    for frame in histories:  # one epoch per stage
+        assert (frame.groupby("stage")["epoch"].max() == 0).all()
+    predicted = sorted(out.glob("predictions/*/*_segmentation.png"))
+    assert predicted, "no predicted masks written"
+    sizes = {Image.open(p).size for p in predicted}
+    assert BIG in sizes  # evaluated at the original (camera) size
+    assert list((out / "figures").glob("*.png"))
