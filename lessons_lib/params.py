@@ -33,6 +33,7 @@ RANGES: dict[str, tuple[float, bool, float | None, bool]] = {
     "n_folds": (2, True, None, False),
     "workers": (0, True, None, False),
     "speed_warmup": (0, True, None, False),
+    "lr_find_iters": (0, True, None, False),
     "momentum": (0, True, 1, False),
     "hold_out": (0, False, 1, False),
     "threshold": (0, False, 1, False),
@@ -289,10 +290,10 @@ def resolve_params(
     **Ranges**: numbers (also inside sequences) must be positive: ints ``>= 1`` (epochs, batch
     sizes, image sizes, counts), floats ``> 0`` (learning rates, zoom factors); ``>= 0`` where a
     profile holds a 0 (``epochs_frozen``). :data:`RANGES` lists the others: ``seed`` in
-    ``[0, 2**32 - 1]``, ``n_folds >= 2``, ``workers`` and ``speed_warmup >= 0``, ``momentum`` in
-    ``[0, 1)``, ``hold_out`` and ``threshold`` in ``(0, 1)``, ``weight_decay``, ``epe_weight``,
-    ``poly_power`` and ``max_rotate >= 0``. The parameters named ``*epochs*`` must add up to at
-    least one epoch.
+    ``[0, 2**32 - 1]``, ``n_folds >= 2``, ``workers``, ``speed_warmup`` and
+    ``lr_find_iters >= 0``, ``momentum`` in ``[0, 1)``, ``hold_out`` and ``threshold`` in
+    ``(0, 1)``, ``weight_decay``, ``epe_weight``, ``poly_power`` and ``max_rotate >= 0``. The
+    parameters named ``*epochs*`` must add up to at least one epoch.
 
     **Names and files**: ``profile`` is a key of ``profiles``; ``dataset`` a key of
     :data:`lessons_lib.data.DATASETS`; ``data_dir``, if given, an existing folder (a dataset

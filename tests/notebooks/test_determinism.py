@@ -19,7 +19,7 @@ from conftest import REPO, papermill
 pytestmark = pytest.mark.notebooks
 
 NOTEBOOK = REPO / "notebooks" / "003_slsdeep.ipynb"
-FAST = {"size": 32, "epochs": 2, "speed_iters": 1, "speed_warmup": 0}
+FAST = {"size": 32, "epochs": 1, "speed_iters": 1, "speed_warmup": 0}
 
 
 def test_two_smoke_runs_are_bit_identical(tmp_path: Path) -> None:
