@@ -353,8 +353,8 @@ def test_ctrl_c_during_prepare_stops_the_workers_and_the_next_run_resumes(tmp_pa
         prepare = importlib.import_module("lessons_lib.data.prepare")
 
         load = prepare.load_resized
-        def slow(*args):  # about 10 s of work in all: Ctrl-C comes long before the end
-            time.sleep(0.6)
+        def slow(*args):  # about 30 s of work in all: Ctrl-C comes long before the end,
+            time.sleep(2.0)  # even on a loaded machine
             return load(*args)
         prepare.load_resized = slow
         sys.exit(main(sys.argv[1:]))
