@@ -61,11 +61,6 @@ def run(n: int = 60, size: int = 256, repeats: int = 3) -> list[dict]:
 
 
 if __name__ == "__main__":
-    results = run()
-    width = max(len(r["benchmark"]) for r in results)
-    print(f"{'benchmark':<{width}}  {'value':>8}  {'unit':<8}  {'target':>6}  ok")
-    for r in results:
-        print(
-            f"{r['benchmark']:<{width}}  {r['value']:8.1f}  {r['unit']:<8}  {r['target']:6.1f}"
-            f"  {'yes' if r['ok'] else 'NO'}"
-        )
+    from table import print_table
+
+    print_table(run())

@@ -13,6 +13,9 @@ A chapter run (:class:`lessons_lib.chapter.Run`) leaves ``metrics.json`` (a
 * :func:`load_per_image`, :func:`paired_scores`, :func:`best_pair`: per-image scores, and two
   evaluations' scores on the images they share (for :func:`lessons_lib.viz.plot_pair`).
 * :func:`worst_table`: the worst images of each evaluation.
+* :func:`cost_table`: what a full run of each chapter costs: the estimate its runs recorded
+  (:mod:`lessons_lib.cost`, computed for the full profile on an assumed GPU) beside what full
+  runs on a GPU measured.
 
 Figures of these tables are :func:`lessons_lib.viz.plot_ja_distribution` and
 :func:`lessons_lib.viz.plot_pair`.
@@ -300,3 +303,96 @@ def worst_table(scores: Mapping[str, pd.DataFrame], k: int = 3, metric: str = "j
                 }
             )
     return pd.DataFrame(rows)
+
+
+COST_KEY = "cost_estimate"
+"""The ``details`` entry of ``metrics.json`` holding a chapter's
+:meth:`lessons_lib.cost.CostEstimate.as_dict` (``run.finish(..., cost_estimate=...)``)."""
+
+
+def _cost_row(estimate: Mapping[str, Any]) -> dict[str, Any]:
+    """The leaderboard's columns of one recorded cost estimate (``KeyError``/``TypeError`` if
+    it is not one)."""
+    training = [s for s in estimate["stages"] if s["batch_size"] is not None]
+    largest = max(training, key=lambda s: s["input"][0] * s["input"][1])
+    total = estimate["total"]
+    return {
+        "parameters": f"{int(estimate['parameters']):,}",
+        "input": "x".join(str(int(side)) for side in largest["input"]),
+        "GFLOP/image forward": float(largest["gflop_forward"]),
+        "GFLOP/image train": float(largest["gflop_train"]),
+        "images trained": int(total["images_trained"]),
+        "GPU hours": float(total["gpu_hours"]),
+        "peak memory GB": float(total["peak_memory_gb"]),
+        "fits": bool(total["fits"]),
+        "assumed GPU": f"{estimate['gpu']['name']} at {float(estimate['efficiency']):.0%} of peak",
+    }
+
+
+def cost_table(records: Sequence[tuple[Path, RunRecord]], digits: int = 2) -> pd.DataFrame:
+    """What a full run of each chapter costs: estimated, and measured where a GPU ran it.
+
+    A chapter computes the cost of its *full* profile on an assumed GPU, whatever the profile
+    it runs (parameters, FLOPs per image at the paper's resolution, GPU hours at a stated share
+    of the peak, peak memory; :func:`lessons_lib.cost.estimate_cost`), and records it in
+    ``metrics.json`` (``details["cost_estimate"]``). Nothing is timed here.
+
+    Args:
+        records: From :func:`read_records`.
+        digits: Decimals of the FLOPs, hours and memory.
+
+    Returns:
+        One row per chapter that recorded an estimate (index ``chapter``; the latest finished
+        run's estimate): ``parameters``, ``input`` (the largest training input),
+        ``GFLOP/image forward`` and ``GFLOP/image train`` (forward and backward) at that input,
+        ``images trained``, ``GPU hours``, ``peak memory GB``, ``fits`` and ``assumed GPU``;
+        then the chapter's latest full run on a GPU: ``measured hours`` (its wall time, data
+        preparation and evaluation included), ``measured peak memory GB`` and ``measured on``
+        (empty without one). An estimate that is not a cost estimate is skipped with a
+        :class:`RunWarning` naming the file.
+    """
+    estimates: dict[str, tuple[str, dict[str, Any]]] = {}
+    measured: dict[str, tuple[str, dict[str, Any]]] = {}
+    for path, record in records:
+        chapter, finished = record.chapter, record.finished
+        if COST_KEY in record.details:
+            try:
+                row = _cost_row(record.details[COST_KEY])
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                _warn(path, f"details['{COST_KEY}'] is not a cost estimate ({exc!r})")
+            else:
+                if chapter not in estimates or finished >= estimates[chapter][0]:
+                    estimates[chapter] = (finished, row)
+        if record.profile == "full" and record.gpu_peak_memory_gb is not None:
+            if chapter not in measured or finished >= measured[chapter][0]:
+                env = record.environment
+                measured[chapter] = (
+                    finished,
+                    {
+                        "measured hours": record.wall_time_s / 3600,
+                        "measured peak memory GB": record.gpu_peak_memory_gb,
+                        "measured on": str(env.get("gpu") or env.get("device") or ""),
+                    },
+                )
+    columns = [
+        "parameters",
+        "input",
+        "GFLOP/image forward",
+        "GFLOP/image train",
+        "images trained",
+        "GPU hours",
+        "peak memory GB",
+        "fits",
+        "assumed GPU",
+        "measured hours",
+        "measured peak memory GB",
+        "measured on",
+    ]
+    rows = {
+        chapter: {**row, **measured.get(chapter, (None, {}))[1]}
+        for chapter, (_, row) in sorted(estimates.items())
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    table.index.name = "chapter"
+    table["measured on"] = table["measured on"].fillna("")
+    return table.round(digits)

@@ -4,6 +4,9 @@ ISIC masks are read and matched to their ground truth as ``isic-challenge-scorin
 ``load_image.py`` does; PH2 and a user's own folder are matched by file stem (see
 :func:`score_dirs_scorer`). :func:`main_score` renders
 ``python -m lessons_lib score TRUTH_DIR PRED_DIR [--json]``.
+
+The work is decoding the PNGs (ISIC masks have up to 30 megapixels): each file is decoded once,
+and the pairs are spread over the CPU's cores.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from lessons_lib.errors import DataError
-from lessons_lib.metrics.functional import METRIC_NAMES, confusion
+from lessons_lib.metrics.functional import METRIC_NAMES, binarise, confusion
 from lessons_lib.metrics.scorer import SegmentationScorer
 
 __all__ = [
@@ -31,6 +35,8 @@ __all__ = [
 ]
 
 _IGNORED_TRUTH_FILES = {"ATTRIBUTION.txt", "LICENSE.txt"}
+# fewer pairs than this are scored in this process: starting workers would cost more
+_MIN_PAIRS_IN_PARALLEL = 8
 _ISIC_ID = re.compile(r"ISIC_[0-9]{7}")
 # what a mask's stem may add to its image id outside ISIC: PH2's ``IMD002_lesion.bmp``, the
 # ``<id>_segmentation.png`` that the loaders' "folder" layout and ``evaluate(save_dir=...)`` use
@@ -50,6 +56,11 @@ def load_mask_file(path: Path | str) -> np.ndarray:
         DataError: If the file is a folder or a broken link, cannot be decoded, is too large
             for PIL, or is not single-channel.
     """
+    return np.asarray(_load_mask_image(path))
+
+
+def _load_mask_image(path: Path | str) -> Image.Image:
+    """:func:`load_mask_file`'s decoded 'L' image, before any copy into an array."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise DataError(
@@ -76,7 +87,7 @@ def load_mask_file(path: Path | str) -> np.ndarray:
                     path=path,
                     fix="save the mask as a single-channel 8-bit PNG with values 0 and 255",
                 )
-            return np.asarray(image)
+            return image
     except Image.DecompressionBombError as error:
         raise DataError(
             f"image too large to read safely ({error})",
@@ -235,6 +246,78 @@ def _score_one(
     return confusion(truth, pred), []
 
 
+def _lesion_values(histogram: list[int]) -> np.ndarray:
+    """The 8-bit values of a mask that :func:`~lessons_lib.metrics.binarise` calls lesion.
+
+    ``binarise``'s rule depends only on which values occur (all in {0, 1}: a 0/1 mask; else
+    ``> 128``), so it is applied to the values present, read from the mask's histogram.
+    """
+    present = np.flatnonzero(histogram)
+    return present[binarise(present.astype(np.uint8)[None, :])[0]]
+
+
+def _image_confusion(truth: Image.Image, pred: Image.Image) -> dict[str, int]:
+    """:func:`~lessons_lib.metrics.confusion` of two decoded 'L' masks of one size, counted by
+    Pillow's histograms: no copy of the pixels into arrays (the tests check both agree)."""
+    truth_hist, pred_hist = truth.histogram(), pred.histogram()
+    truth_values, pred_values = _lesion_values(truth_hist), _lesion_values(pred_hist)
+    in_truth = truth  # as a histogram mask: its non-zero pixels are counted
+    if set(np.flatnonzero(truth_hist[1:]) + 1) != set(truth_values):
+        lut = [0] * 256
+        for value in truth_values:
+            lut[value] = 255
+        in_truth = truth.point(lut)  # non-zero where binarise says lesion
+    pred_in_truth = pred.histogram(mask=in_truth)
+    tp = sum(pred_in_truth[v] for v in pred_values)
+    fn = sum(truth_hist[v] for v in truth_values) - tp
+    fp = sum(pred_hist[v] for v in pred_values) - tp
+    return {"tp": tp, "fp": fp, "tn": truth.width * truth.height - tp - fn - fp, "fn": fn}
+
+
+def _pair_counts(files: tuple[Path, Path]) -> dict[str, int] | None:
+    """Confusion counts of a ``(truth, prediction)`` file pair, each file decoded once; ``None``
+    when the pair cannot be scored (:func:`_score_one` then says why)."""
+    truth_file, pred_file = files
+    try:
+        truth, pred = _load_mask_image(truth_file), _load_mask_image(pred_file)
+    except DataError:
+        return None
+    if truth.size != pred.size:
+        return None
+    return _image_confusion(truth, pred)
+
+
+def _usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity where the system reports one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _all_pair_counts(pairs: list[tuple[Path, Path]], workers: int) -> list[dict[str, int] | None]:
+    """:func:`_pair_counts` of every pair, in order, on ``workers`` processes.
+
+    Workers ignore Ctrl-C; on Ctrl-C or an error, pairs not yet started are cancelled and the
+    exception reaches the caller.
+    """
+    workers = min(workers, len(pairs))
+    if workers <= 1 or len(pairs) < _MIN_PAIRS_IN_PARALLEL:
+        return [_pair_counts(pair) for pair in pairs]
+    # imported here: lessons_lib.data imports lessons_lib.metrics
+    from lessons_lib.data.prepare import ignore_sigint
+
+    pool = ProcessPoolExecutor(workers, initializer=ignore_sigint)
+    try:
+        chunk = max(1, min(8, len(pairs) // (4 * workers)))
+        results = list(pool.map(_pair_counts, pairs, chunksize=chunk))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
 def _all_problems_error(
     problems: list[_Problem], truth_dir: Path, pred_dir: Path, every_file_failed: bool
 ) -> DataError:
@@ -256,7 +339,9 @@ def _all_problems_error(
     return DataError(message, path=folder, fix=fix)
 
 
-def score_dirs_scorer(truth_dir: Path | str, pred_dir: Path | str) -> SegmentationScorer:
+def score_dirs_scorer(
+    truth_dir: Path | str, pred_dir: Path | str, workers: int | None = None
+) -> SegmentationScorer:
     """Score a folder of predictions against a folder of ground truth (ISIC, PH2 or your own).
 
     Every file of ``truth_dir`` except ``ATTRIBUTION.txt``, ``LICENSE.txt`` and hidden files
@@ -281,9 +366,14 @@ def score_dirs_scorer(truth_dir: Path | str, pred_dir: Path | str) -> Segmentati
     files exactly as the official scorer (lesion where > 128), and 0/1-valued files as 0/1 masks
     (the official scorer would read a 0/1 prediction as all background and score it 0).
 
+    Each mask file is decoded once; the pairs are decoded and counted on ``workers``
+    processes (the result does not depend on how many).
+
     Args:
         truth_dir: Folder of ground-truth masks (the files themselves, not sub-folders).
         pred_dir: Folder of predicted masks.
+        workers: Processes decoding the masks; default every usable CPU core
+            (its CPU affinity). Fewer than 8 pairs are scored in this process.
 
     Returns:
         A scorer holding one entry per truth file, in sorted file order.
@@ -306,31 +396,41 @@ def score_dirs_scorer(truth_dir: Path | str, pred_dir: Path | str) -> Segmentati
             fix="pass the folder of ground-truth masks (ISIC's ..._Part1_GroundTruth, or a "
             "folder of <id>.png masks)",
         )
-    problems: list[_Problem] = []
-    n_failed = 0
-    counts: dict[str, dict[str, int]] = {}
+    # in truth-file order: a problem with the file's name, or (image id, truth, prediction)
+    entries: list[_Problem | tuple[str, Path, Path | None]] = []
     owner: dict[str, Path] = {}
     for truth_file in truth_files:
         image_id, problem = _truth_id(truth_file)
-        if problem is not None:
-            problems.append(problem)
-            n_failed += 1
-            continue
-        if image_id in owner:
-            problems.append(
-                _Problem(
-                    DataError(
-                        f"has the image id {image_id} of {owner[image_id].name} as well",
-                        path=truth_file,
-                        fix="keep one ground-truth mask per image in TRUTH_DIR",
-                    ),
-                    in_truth=True,
-                )
+        if problem is None and image_id in owner:
+            problem = _Problem(
+                DataError(
+                    f"has the image id {image_id} of {owner[image_id].name} as well",
+                    path=truth_file,
+                    fix="keep one ground-truth mask per image in TRUTH_DIR",
+                ),
+                in_truth=True,
             )
-            n_failed += 1
+        if problem is not None:
+            entries.append(problem)
             continue
         owner[image_id] = truth_file
-        result, found = _score_one(truth_file, image_id, pred_dir, pred_files)
+        candidates, _ = _candidates(image_id, pred_files)
+        entries.append((image_id, truth_file, candidates[0] if len(candidates) == 1 else None))
+    pairs = [(e[1], e[2]) for e in entries if isinstance(e, tuple) and e[2] is not None]
+    computed = iter(_all_pair_counts(pairs, _usable_cpus() if workers is None else workers))
+    problems: list[_Problem] = []
+    n_failed = 0
+    counts: dict[str, dict[str, int]] = {}
+    for entry in entries:
+        if isinstance(entry, _Problem):
+            problems.append(entry)
+            n_failed += 1
+            continue
+        image_id, truth_file, pred_file = entry
+        result = next(computed) if pred_file is not None else None
+        found: list[_Problem] = []
+        if result is None:  # find out why, with every problem's message
+            result, found = _score_one(truth_file, image_id, pred_dir, pred_files)
         problems += found
         n_failed += bool(found)
         if result is not None:
@@ -344,19 +444,24 @@ def score_dirs_scorer(truth_dir: Path | str, pred_dir: Path | str) -> Segmentati
     return scorer
 
 
-def score_dirs(truth_dir: Path | str, pred_dir: Path | str) -> pd.DataFrame:
-    """Per-image ISIC metrics of a prediction folder (rules of :func:`score_dirs_scorer`).
+def score_dirs(
+    truth_dir: Path | str, pred_dir: Path | str, workers: int | None = None
+) -> pd.DataFrame:
+    """Per-image ISIC metrics of a prediction folder (rules and ``workers`` of
+    :func:`score_dirs_scorer`).
 
     Returns:
         One row per image, index ``image_id``, columns ``accuracy, sensitivity, specificity,
         dice, jaccard, threshold_jaccard``. Its column means are the official macro averages.
     """
-    return score_dirs_scorer(truth_dir, pred_dir).per_image()
+    return score_dirs_scorer(truth_dir, pred_dir, workers).per_image()
 
 
-def score_dirs_summary(truth_dir: Path | str, pred_dir: Path | str) -> dict[str, float]:
+def score_dirs_summary(
+    truth_dir: Path | str, pred_dir: Path | str, workers: int | None = None
+) -> dict[str, float]:
     """:meth:`SegmentationScorer.summary` of a prediction folder (per-image means + pooled)."""
-    return score_dirs_scorer(truth_dir, pred_dir).summary()
+    return score_dirs_scorer(truth_dir, pred_dir, workers).summary()
 
 
 def main_score(truth_dir: Path | str, pred_dir: Path | str, as_json: bool = False) -> str:

@@ -1,9 +1,14 @@
-"""Parameters and floating-point operations of a network, counted without running it, and its
-measured inference speed (:func:`measure_throughput`)."""
+"""Parameters, floating-point operations and the activations kept for the backward pass of a
+network, counted without running it, and its measured inference speed
+(:func:`measure_throughput`).
+
+What these numbers cost on a GPU (hours, memory) is :mod:`lessons_lib.cost`.
+"""
 
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 
 import torch
@@ -42,6 +47,71 @@ def count_flops(model: nn.Module, shape: tuple[int, ...], backward: bool = False
             with torch.no_grad():
                 meta(x)
     return int(counter.get_total_flops())
+
+
+def saved_activation_bytes(
+    model: nn.Module,
+    shape: tuple[int, ...],
+    mixed_precision: bool = False,
+    device: str | torch.device = "meta",
+) -> int:
+    """Bytes of the tensors autograd keeps from a training forward pass for the backward pass.
+
+    A copy of ``model`` runs one forward pass in training mode under
+    :class:`torch.autograd.graph.saved_tensors_hooks`, whose pack hook receives every tensor an
+    operation saves for its backward: a convolution its input, a ReLU its output, a batch norm
+    its input and batch statistics, a max-pooling its input and indices, a dropout its mask.
+    A tensor is counted once (by its storage) however many operations save it or a view of it,
+    e.g. a ReLU's output that the next convolution saves as its input. The model's parameters
+    and buffers are left out: they are weights, not activations. The input batch counts (the
+    first convolution keeps it); the loss's own saved tensors are not included.
+
+    On the ``meta`` device (the default) nothing is computed or allocated, only shapes
+    propagate: a paper's input size and batch cost nothing on a CPU. ``device="cpu"`` runs the
+    pass for real (both give the same count).
+
+    Args:
+        model: The network (not modified: a copy runs).
+        shape: Input batch shape, e.g. ``(16, 3, 384, 384)``. Training-mode batch norm after a
+            global pooling needs at least 2 images.
+        mixed_precision: Count floating-point tensors at 2 bytes per element, as autocast's
+            fp16 copies are kept on a GPU; integer and boolean tensors (pooling indices,
+            dropout masks) keep their own size.
+        device: Where the pass runs: ``"meta"`` or ``"cpu"``.
+
+    Returns:
+        Bytes of the distinct saved storages.
+    """
+    device = torch.device(device)
+    net = copy.deepcopy(model)
+    on_meta = any(t.is_meta for t in itertools.chain(net.parameters(), net.buffers()))
+    net = (net.to_empty(device=device) if on_meta else net.to(device)).train()
+    # storages are kept referenced, so that their ids stay unique while counting
+    weights = {
+        id(s): s
+        for s in (t.untyped_storage() for t in itertools.chain(net.parameters(), net.buffers()))
+    }
+    kept: dict[int, tuple[torch.UntypedStorage, int]] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        if key not in weights and key not in kept:
+            size = storage.nbytes()
+            if mixed_precision and tensor.is_floating_point() and tensor.element_size() > 2:
+                size = size * 2 // tensor.element_size()
+            kept[key] = (storage, size)
+        return tensor
+
+    if device.type == "meta":
+        x = torch.empty(shape, device=device)
+    else:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = net(x)
+    total = sum(size for _, size in kept.values())
+    del out
+    return int(total)
 
 
 def measure_throughput(

@@ -12,9 +12,11 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from torch import nn
 
 from lessons_lib import metrics, viz
 from lessons_lib.book import leaderboard as lb
+from lessons_lib.cost import Stage, estimate_cost
 from lessons_lib.record import REPORTED_METRICS, Result, RunRecord
 
 matplotlib.use("Agg")
@@ -32,6 +34,9 @@ def write_run(
     method: str | None = None,
     data_identity: str | None = None,
     n_parameters: int | None = None,
+    details: dict | None = None,
+    gpu: tuple[str, float] | None = None,
+    finished: str = "2024-01-01T00:00:00+0000",
 ) -> Path:
     """A run folder as chapter.Run writes it: a RunRecord's metrics.json and per_image_<name>.csv.
 
@@ -40,6 +45,8 @@ def write_run(
         reported: ``{evaluation: paper's numbers}``; evaluations not named report JA 0.8.
         method: Every result's ``method`` (an ablation's name).
         data_identity: The record's; default ``<dataset>:default`` (runs on the same images).
+        details: The record's ``details`` (e.g. a ``cost_estimate``).
+        gpu: ``(name, peak memory in GB)`` of a run on a GPU; default a CPU run.
     """
     out = runs / chapter / f"{profile}-{dataset}"
     out.mkdir(parents=True)
@@ -79,8 +86,10 @@ def write_run(
         weights_source=None,
         wall_time_s=125.0,
         timings_s={},
-        environment={"device": "cpu"},
-        finished="2024-01-01T00:00:00+0000",
+        environment={"device": "cpu"} if gpu is None else {"device": "cuda", "gpu": gpu[0]},
+        finished=finished,
+        gpu_peak_memory_gb=None if gpu is None else gpu[1],
+        details=details or {},
     ).write(out / "metrics.json")
     return out
 
@@ -94,10 +103,17 @@ def edit_record(run: Path, edit) -> Path:
     return path
 
 
+def cost_estimate(epochs: int = 10) -> dict:
+    """A real :meth:`CostEstimate.as_dict` of a small network: two stages, then prediction."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 1))
+    stages = [Stage("small", 8, 4, epochs, 100), Stage("large", (16, 12), 2, epochs, 100)]
+    return estimate_cost(net, stages, predicted_images=10).as_dict()
+
+
 @pytest.fixture
 def runs(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
-    write_run(root, "001_cdnn", n_parameters=5_042_589)
+    write_run(root, "001_cdnn", n_parameters=5_042_589, details={"cost_estimate": cost_estimate()})
     write_run(
         root,
         "002_unet",
@@ -323,8 +339,10 @@ def test_leaderboard_notebook(runs: Path, tmp_path: Path, with_runs: bool):
     text = out.read_text()
     if with_runs:
         assert "001_cdnn" in text and "shared images" in text and "image/png" in text
+        assert "GFLOP/image train" in text and "assumed GPU" in text  # the cost table
     else:
         assert "No runs yet" in text
+        assert "no run has recorded a cost estimate yet" in text
 
 
 def test_headline_keeps_reported_evaluations(tmp_path: Path):
@@ -349,3 +367,46 @@ def test_headline_keeps_reported_evaluations(tmp_path: Path):
         ("004_fcn", "valid"),
     ]
     assert lb.headline(lb.collect_runs(tmp_path / "none")).empty
+
+
+def test_cost_table_one_row_per_chapter_with_the_latest_estimate(tmp_path: Path):
+    estimate = cost_estimate()
+    write_run(tmp_path, "001_cdnn", details={"cost_estimate": cost_estimate(epochs=1)})
+    write_run(
+        tmp_path / "later",
+        "001_cdnn",
+        details={"cost_estimate": estimate},
+        finished="2024-02-01T00:00:00+0000",
+    )
+    write_run(tmp_path, "002_unet")  # no estimate: no row
+    table = lb.cost_table(lb.read_records(tmp_path))
+    assert list(table.index) == ["001_cdnn"]
+    row = table.loc["001_cdnn"]
+    large = estimate["stages"][1]  # the largest input, not the first stage's
+    assert row["input"] == "16x12" and large["input"] == [16, 12]
+    assert row["GFLOP/image forward"] == round(large["gflop_forward"], 2)
+    assert row["GFLOP/image train"] == round(large["gflop_train"], 2)
+    assert row["parameters"] == f"{estimate['parameters']:,}"
+    assert row["images trained"] == estimate["total"]["images_trained"] == 2 * 10 * 100
+    assert row["GPU hours"] == round(estimate["total"]["gpu_hours"], 2)  # the later run's
+    assert row["fits"] and row["assumed GPU"] == "NVIDIA A100 40GB at 30% of peak"
+    assert pd.isna(row["measured hours"]) and row["measured on"] == ""
+
+
+def test_cost_table_puts_a_full_gpu_run_beside_the_estimate(tmp_path: Path):
+    details = {"cost_estimate": cost_estimate()}
+    write_run(tmp_path, "001_cdnn", details=details)
+    write_run(tmp_path, "001_cdnn", profile="full", dataset="isic2017", gpu=("A100", 7.5))
+    table = lb.cost_table(lb.read_records(tmp_path))
+    row = table.loc["001_cdnn"]
+    assert row["measured peak memory GB"] == 7.5 and row["measured on"] == "A100"
+    assert row["measured hours"] == round(125.0 / 3600, 2)
+
+
+def test_cost_table_skips_what_is_not_an_estimate(tmp_path: Path):
+    run = write_run(tmp_path, "001_cdnn", details={"cost_estimate": {"stages": []}})
+    with pytest.warns(lb.RunWarning, match="is not a cost estimate") as caught:
+        table = lb.cost_table(lb.read_records(tmp_path))
+    assert str(run / "metrics.json") in str(caught[0].message)
+    assert table.empty and "GPU hours" in table.columns
+    assert lb.cost_table([]).empty

@@ -319,3 +319,85 @@ def test_mixed_isic_and_own_ids(isic_dirs: tuple[Path, Path]) -> None:
     table = metrics.score_dirs(truth_dir, pred_dir)
     assert len(table) == 6 and table.loc["extra_case", "jaccard"] == 1.0
     assert isinstance(table, pd.DataFrame)
+
+
+# --- many files: decoded once each, on several processes ------------------------------------
+
+
+@pytest.fixture()
+def many_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """Twelve ISIC pairs: enough for the folders to be scored by worker processes."""
+    truth_dir, pred_dir = tmp_path / "truth", tmp_path / "pred"
+    for i in range(12):
+        number = f"{i + 1:07d}"
+        save(truth_dir / f"ISIC_{number}_segmentation.png", lesion(8, 10, 2, i % 9))
+        save(pred_dir / f"ISIC_{number}_segmentation.png", lesion(8, 10, 1 + i % 5, 3))
+    return truth_dir, pred_dir
+
+
+def test_processes_score_like_one(many_dirs: tuple[Path, Path]) -> None:
+    serial = metrics.score_dirs_scorer(*many_dirs, workers=1)
+    parallel = metrics.score_dirs_scorer(*many_dirs, workers=2)
+    pd.testing.assert_frame_equal(parallel.counts(), serial.counts())
+    assert list(parallel.per_image().index) == [f"ISIC_{i + 1:07d}" for i in range(12)]
+    assert parallel.summary() == serial.summary() == metrics.score_dirs_summary(*many_dirs)
+
+
+def test_processes_report_the_same_problems(many_dirs: tuple[Path, Path]) -> None:
+    truth_dir, pred_dir = many_dirs
+    save(pred_dir / "ISIC_0000003_segmentation.png", lesion(9, 10, 2, 2))  # wrong size
+    (pred_dir / "ISIC_0000007_segmentation.png").write_bytes(b"not a png")
+    (pred_dir / "ISIC_0000011_segmentation.png").unlink()
+    messages = []
+    for workers in (1, 2):
+        with pytest.raises(DataError) as caught:
+            metrics.score_dirs_scorer(truth_dir, pred_dir, workers=workers)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(f"{pred_dir}: 3 problems, nothing was scored")
+    lines = messages[0].splitlines()
+    assert "ISIC_0000003" in lines[1] and "9x10" not in lines[1] and "10x9" in lines[1]
+    assert "ISIC_0000007" in lines[3] and "cannot read the mask image" in lines[3]
+    assert "no prediction for this ground truth" in lines[5]
+
+
+def test_each_mask_file_is_decoded_once(many_dirs: tuple[Path, Path], monkeypatch) -> None:
+    opened: list[str] = []
+    real = Image.open
+
+    def counting(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting)
+    metrics.score_dirs(*many_dirs, workers=1)
+    assert len(opened) == 24 and len(set(opened)) == 12  # one truth, one prediction each
+
+
+def test_folder_counts_equal_confusion_of_the_arrays(tmp_path: Path) -> None:
+    """Folders are counted from the decoded images without copying them into arrays: the
+    counts are confusion()'s of the arrays, for every kind of mask binarise reads."""
+    rng = np.random.default_rng(0)
+    grey = rng.choice(np.array([0, 1, 100, 128, 129, 200, 255], np.uint8), (12, 16))
+    masks = {
+        "0_255": lesion(12, 16, 4, 5),
+        "0_1": lesion(12, 16, 2, 9, value=1),
+        "grey": grey,
+        "only_128": np.full((12, 16), 128, np.uint8),
+        "empty": np.zeros((12, 16), np.uint8),
+        "full": np.full((12, 16), 255, np.uint8),
+        "ones": np.ones((12, 16), np.uint8),
+    }
+    truth_dir, pred_dir = tmp_path / "truth", tmp_path / "pred"
+    expected = {}
+    for i, truth in enumerate(masks.values()):
+        for j, pred in enumerate(masks.values()):
+            image_id = f"ISIC_{100 * i + j:07d}"
+            save(truth_dir / f"{image_id}_segmentation.png", truth)
+            save(pred_dir / f"{image_id}_segmentation.png", pred)
+            expected[image_id] = metrics.confusion(truth, pred)
+    bits = Image.fromarray(lesion(12, 16, 3, 3)).convert("1")  # a 1-bit prediction
+    bits.save(pred_dir / "ISIC_0000000_segmentation.png")
+    expected["ISIC_0000000"] = metrics.confusion(masks["0_255"], lesion(12, 16, 3, 3))
+    counts = metrics.score_dirs_scorer(truth_dir, pred_dir, workers=1).counts()
+    assert counts.to_dict(orient="index") == expected

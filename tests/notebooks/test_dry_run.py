@@ -93,6 +93,8 @@ def test_full_profile_dry_run(stem: str, publisher_data, tmp_path: Path) -> None
     assert record["profile"] == "full" and record["dataset"] == dataset
     assert record["params"]["dry_run"] is True and record["params"]["dry_run_images"] == images
     assert record["results"], "no evaluation recorded"
+    cost = record["details"]["cost_estimate"]  # the computed estimate of the full profile
+    assert cost["total"]["gpu_hours"] > 0 and cost["total"]["peak_memory_gb"] > 0 and cost["gpu"]
     for result in record["results"]:
         assert 1 <= result["metrics"]["n_images"] <= images, result["name"]
     history = pd.read_csv(out / "history.csv") if (out / "history.csv").is_file() else None
