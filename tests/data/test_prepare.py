@@ -368,6 +368,9 @@ def test_ctrl_c_during_prepare_stops_the_workers_and_the_next_run_resumes(tmp_pa
         text=True,
         cwd=REPO,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # with Ctrl-C's default action, as a shell starts it (a test runner's worker may ignore
+        # SIGINT, and an ignored signal stays ignored in the processes it starts)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
