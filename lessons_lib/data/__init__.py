@@ -17,6 +17,7 @@ from lessons_lib.data.io import mask_from_array, read_image, read_mask, read_pai
 from lessons_lib.data.layouts import (
     DATASETS,
     LAYOUTS,
+    PUBLISHED_SPLITS,
     SPLITS,
     available_splits,
     detect_dataset,
@@ -29,6 +30,7 @@ from lessons_lib.data.split import seeded_split, split_pairs
 __all__ = [
     "DATASETS",
     "LAYOUTS",
+    "PUBLISHED_SPLITS",
     "SPLITS",
     "PreparedData",
     "available_splits",

@@ -62,7 +62,14 @@ from typing import Any
 from tqdm import tqdm
 
 from lessons_lib.atomic import ensure_writable, write_json
-from lessons_lib.data.layouts import LAYOUTS, PH2_DIR, SPLITS, find_pairs, list_images
+from lessons_lib.data.layouts import (
+    LAYOUTS,
+    PH2_DIR,
+    PUBLISHED_SPLITS,
+    SPLITS,
+    find_pairs,
+    list_images,
+)
 from lessons_lib.errors import DataError
 
 try:  # POSIX: lock the target folder, cap the size of files a RAR tool writes
@@ -177,14 +184,10 @@ CHECKSUMS: dict[str, Checksum] = {
     "ISBI2016_ISIC_Part1_Test_GroundTruth.zip": Checksum("md5", "492a7711a2e19b96114cab6c96bd1ad5"),
 }
 
-#: Published image counts (each image has one mask), by dataset and split (PH2: ``"all"``).
-#: Tests replace this table to pass tiny archives.
-EXPECTED_COUNTS: dict[str, dict[str, int]] = {
-    "isic2016": {"train": 900, "test": 379},
-    "isic2017": {"train": 2000, "valid": 150, "test": 600},
-    "isic2018": {"train": 2594, "valid": 100, "test": 1000},
-    "ph2": {"all": 200},
-}
+#: Published image counts (each image has one mask), by dataset and split (PH2: ``"all"``):
+#: a copy of :data:`lessons_lib.data.layouts.PUBLISHED_SPLITS`, which tests replace to pass tiny
+#: archives.
+EXPECTED_COUNTS: dict[str, dict[str, int]] = {k: dict(v) for k, v in PUBLISHED_SPLITS.items()}
 
 _YEARS = {"isic2016": "2016", "isic2017": "2017", "isic2018": "2018"}
 

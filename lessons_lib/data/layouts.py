@@ -82,6 +82,15 @@ LAYOUTS["synthetic"] = Layout(
     "`python -m lessons_lib data synth --out DIR`",
 )
 PH2_DIR = "PH2 Dataset images"
+PUBLISHED_SPLITS: dict[str, dict[str, int]] = {
+    "isic2016": {"train": 900, "test": 379},
+    "isic2017": {"train": 2000, "valid": 150, "test": 600},
+    "isic2018": {"train": 2594, "valid": 100, "test": 1000},
+    "ph2": {"all": 200},
+}
+"""The published number of images (each with one mask) per dataset and split (PH2: ``"all"``,
+no official split): the one table that downloads check against and recipes count with."""
+
 DATASETS = ("isic2016", "isic2017", "isic2018", "ph2", "folder", "synthetic")
 _IGNORED = re.compile(r"(_superpixels|_segmentation|_Segmentation)\.png$|^\.|^ATTRIBUTION|^LICENSE")
 
