@@ -8,10 +8,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup book book-runs test test-fast lint format bench lab clean help
+.PHONY: setup book book-runs test test-fast lint format recipes bench lab clean help
 
 help:
-	@echo "make book | make test | make test-fast | make lab | make bench | make lint | make format | make clean"
+	@echo "make book | make test | make test-fast | make lab | make bench | make lint | make format | make recipes | make clean"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,11 +43,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
+	$(BIN)/python -m lessons_lib.recipes sync --check
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 	$(BIN)/nbstripout notebooks/*.ipynb
+
+# Each notebook's papermill parameters cell, written from its recipe (lessons_lib/recipes/).
+recipes: $(STAMP)
+	$(BIN)/python -m lessons_lib.recipes sync
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

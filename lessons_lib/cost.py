@@ -386,7 +386,7 @@ def estimate_cost(
     gpu: GPU = A100_40GB,
     efficiency: float = DEFAULT_EFFICIENCY,
     mixed_precision: bool = True,
-    optimizer: str = "adam",
+    optimizer: Any = "adam",
     in_channels: int = 3,
     predicted_images: int = 0,
 ) -> CostEstimate:
@@ -404,8 +404,10 @@ def estimate_cost(
         efficiency: Share of the GPU's peak FLOP/s assumed sustained, in (0, 1].
         mixed_precision: fp16 tensor cores and fp16 activations (``make_learner``'s default on
             a GPU); ``False``: fp32.
-        optimizer: A key of :data:`OPTIMIZER_STATES` (``"adam"``, ``"sgd_momentum"``,
-            ``"sgd"``).
+        optimizer: The recipe's optimiser (an :class:`~lessons_lib.training.optim.AdamSpec` or
+            :class:`~lessons_lib.training.optim.SGDSpec`: its ``state_values`` per parameter
+            are counted), or a key of :data:`OPTIMIZER_STATES` (``"adam"``,
+            ``"sgd_momentum"``, ``"sgd"``).
         in_channels: Input channels of the network.
         predicted_images: Images predicted once after training (validation and test sets, over
             all models), forward only at the last stage's input size.
@@ -419,6 +421,9 @@ def estimate_cost(
     """
     if not stages:
         raise ValueError("estimate_cost needs at least one Stage")
+    if not isinstance(optimizer, str):  # a recipe's optimiser: its name and state per parameter
+        states = optimizer.state_values
+        optimizer = {2: "adam", 1: "sgd_momentum", 0: "sgd"}[states]
     if optimizer not in OPTIMIZER_STATES:
         raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZER_STATES)}")
     if not 0 < efficiency <= 1:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from lessons_lib.data.io import read_pair
 from lessons_lib.data.layouts import LAYOUTS, SPLITS, find_pairs
 from lessons_lib.errors import DataError
+from lessons_lib.parallel import parallel_map
+
+# fewer pairs than this are read in this process: starting workers would cost more
+_MIN_PAIRS_IN_PARALLEL = 9
 
 
 def _check_pair(pair: tuple[Path, Path]) -> str | None:
+    """The problem with one ``(image, mask)`` pair, or ``None`` when both read and match."""
     try:
         read_pair(*pair)
     except DataError as err:
@@ -34,7 +38,8 @@ def check_dataset(
         dataset: Dataset key (see :data:`lessons_lib.data.DATASETS`).
         split: One official split, or ``None`` for all. PH2 and ``folder`` data are checked
             whole whatever the split, since their splits are not drawn yet.
-        workers: Processes reading files in parallel.
+        workers: Processes reading files in parallel (:func:`lessons_lib.parallel.parallel_map`:
+            Ctrl-C stops them cleanly). Up to 8 pairs are read in this process.
 
     Returns:
         ``(number of pairs checked, problem messages)``; no messages means the data is good.
@@ -50,11 +55,7 @@ def check_dataset(
         pairs = find_pairs(root, dataset, official, problems=problems)
     except DataError as err:  # no layout at all, an absent split, a root that is a file
         problems.append(err)
-    if workers > 1 and len(pairs) > 8:
-        with ProcessPoolExecutor(workers) as pool:
-            found = list(pool.map(_check_pair, pairs, chunksize=4))
-    else:
-        found = [_check_pair(p) for p in pairs]
+    found = parallel_map(_check_pair, pairs, workers, max_chunk=4, min_items=_MIN_PAIRS_IN_PARALLEL)
     messages = [str(p) for p in problems] + [m for m in found if m]
     if not pairs and not messages:
         messages.append(str(DataError("no images found", root, "check root and dataset")))

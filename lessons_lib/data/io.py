@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lessons_lib.errors import DataError
-from lessons_lib.metrics.functional import binarise
+from lessons_lib.masks import binarise
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 

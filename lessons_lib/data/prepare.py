@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +40,7 @@ from lessons_lib.atomic import (
 from lessons_lib.data.io import check_match, decode_image, open_image, read_mask, to_rgb
 from lessons_lib.data.layouts import available_splits, find_pairs
 from lessons_lib.errors import DataError
+from lessons_lib.parallel import parallel_map
 
 MANIFEST = "manifest.json"
 JPEG_QUALITY = 95
@@ -183,28 +182,12 @@ def _one(job: tuple[str, str, str, str, int]) -> dict:
     return {"orig_size": list(_size(mask_path)), "size": list(small_size)}
 
 
-def ignore_sigint() -> None:
-    """Worker initialiser: Ctrl-C is the parent's to handle (it stops the pool cleanly)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _run(jobs: list[tuple], workers: int) -> list[dict]:
-    """Run :func:`_one` on every job; on Ctrl-C or an error, cancel what has not started.
-
-    Workers ignore Ctrl-C, finish the few images they hold (every write is atomic) and exit;
-    the exception then reaches the caller.
-    """
-    if workers <= 1 or len(jobs) <= 1:
-        return [_one(j) for j in jobs]
-    pool = ProcessPoolExecutor(workers, initializer=ignore_sigint)
-    try:
-        chunk = max(1, min(2, len(jobs) // (4 * workers)))  # small: Ctrl-C waits on little
-        results = list(pool.map(_one, jobs, chunksize=chunk))
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return results
+    """:func:`_one` of every job, in order, on ``workers`` processes (see
+    :func:`lessons_lib.parallel.parallel_map`: on Ctrl-C or an error, what has not started is
+    cancelled; workers finish the few images they hold, every write being atomic)."""
+    # chunks of at most 2 images: Ctrl-C waits on little
+    return parallel_map(_one, jobs, workers, max_chunk=2)
 
 
 @dataclass

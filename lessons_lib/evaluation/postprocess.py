@@ -154,13 +154,6 @@ def dual_threshold(
     return low_labels == chosen
 
 
-POSTPROCESS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "none": threshold,
-    "dual_threshold": dual_threshold,
-}
-"""Post-processing by name: (H, W) probabilities -> (H, W) boolean mask, paper defaults."""
-
-
 # ----------------------------------------------------------------------------- LesionSeg
 # Threshold, then a 3x3 morphological opening: D. Ramachandram and T. DeVries, "LesionSeg:
 # Semantic segmentation of skin lesions using Deep Convolutional Neural Network",
@@ -236,3 +229,17 @@ def threshold_and_open(
     """
     mask = _prob_2d(prob) >= t
     return mask if footprint is None else opening(mask, footprint)
+
+
+# ----------------------------------------------------------------------------- registry
+POSTPROCESS: dict[str, Callable[..., np.ndarray]] = {
+    "none": threshold,
+    "threshold": threshold,
+    "dual_threshold": dual_threshold,
+    "threshold_and_open": threshold_and_open,
+}
+"""Post-processing by name: ``(H, W)`` probabilities -> ``(H, W)`` boolean mask, each
+function's defaults being its paper's. The one registry: chapters choose from it (``"none"``:
+plain thresholding, nothing after it, the chapters' parameter value) and
+:mod:`lessons_lib.evaluation.predict` records and rebuilds a run's post-processing from it, by
+function name with keyword arguments (``predictor.json``)."""

@@ -32,9 +32,9 @@ leaves them out, which changes nothing measurable.
 
 Nothing in a run folder is unpickled: weights are read with ``torch.load(weights_only=True)``,
 and the spec names only registry models (:func:`lessons_lib.models.build_model`), transforms of
-:data:`INFERENCE_TRANSFORMS` and post-processing of :data:`POSTPROCESSORS`. Models are rebuilt
-with ``pretrained=False`` (the run's weights replace any initial weights, so nothing is
-downloaded).
+:data:`INFERENCE_TRANSFORMS` and post-processing of
+:data:`~lessons_lib.evaluation.postprocess.POSTPROCESS`. Models are rebuilt with
+``pretrained=False`` (the run's weights replace any initial weights, so nothing is downloaded).
 
 EXIF: images are read on their stored pixel grid. The ISIC masks are drawn on it (their images
 carry no reliable EXIF tags, the challenge pages say), and evaluation reads images this way
@@ -69,14 +69,13 @@ from lessons_lib.data.prepare import JPEG_QUALITY, PreparedData, resize_image, w
 from lessons_lib.errors import DataError
 from lessons_lib.evaluation.ensemble import average_probs
 from lessons_lib.evaluation.evaluate import POSTPROCESS_AT, RESIZE_MODES, mask_at_original
-from lessons_lib.evaluation.postprocess import dual_threshold, threshold, threshold_and_open
+from lessons_lib.evaluation.postprocess import POSTPROCESS
 from lessons_lib.losses.base import ACTIVATIONS, activate, foreground
 from lessons_lib.transforms import CDNNChannels, PerImageStandardize
 
 __all__ = [
     "INFERENCE_TRANSFORMS",
     "InferenceTransform",
-    "POSTPROCESSORS",
     "PREDICTOR_FILE",
     "PREDICTOR_SCHEMA",
     "PREPARE_JPEG_QUALITY",
@@ -150,12 +149,6 @@ INFERENCE_TRANSFORMS: dict[str, InferenceTransform] = {
 """The batch transforms that run on validation batches, by name. A chapter whose validation
 batches hold another transform cannot record its predictor: add the transform here."""
 
-POSTPROCESSORS: dict[str, Callable[..., np.ndarray]] = {
-    f.__name__: f for f in (threshold, dual_threshold, threshold_and_open)
-}
-"""Post-processing by name (``probabilities (H, W) -> bool mask``), recorded with keyword
-arguments: :mod:`lessons_lib.evaluation.postprocess`'s functions of a probability map."""
-
 
 # ----------------------------------------------------------------------------- recording
 def _plain_json(value: Any, what: str) -> Any:
@@ -168,7 +161,8 @@ def _plain_json(value: Any, what: str) -> Any:
 
 def _postprocess_spec(postprocess: Callable | str | None) -> dict[str, Any] | None:
     """``{"name", "kwargs"}`` of a post-processing function, a ``functools.partial`` of one
-    (keyword arguments only), or a name in :data:`POSTPROCESSORS`."""
+    (keyword arguments only), or a name in
+    :data:`~lessons_lib.evaluation.postprocess.POSTPROCESS`."""
     if postprocess is None:
         return None
     func, kwargs = postprocess, {}
@@ -177,13 +171,13 @@ def _postprocess_spec(postprocess: Callable | str | None) -> dict[str, Any] | No
             raise ValueError("post-processing: give its arguments by keyword (partial(f, t=...))")
         func, kwargs = postprocess.func, dict(postprocess.keywords)
     name = func if isinstance(func, str) else getattr(func, "__name__", repr(func))
-    if name not in POSTPROCESSORS or not (func is POSTPROCESSORS[name] or isinstance(func, str)):
+    if name not in POSTPROCESS or not (func is POSTPROCESS[name] or isinstance(func, str)):
         raise ValueError(
-            f"post-processing {name!r} is not recordable; valid: {', '.join(POSTPROCESSORS)} "
+            f"post-processing {name!r} is not recordable; valid: {', '.join(POSTPROCESS)} "
             "(a function of lessons_lib.evaluation.postprocess, or a functools.partial of one)"
         )
     spec = {"name": name, "kwargs": _plain_json(kwargs, f"post-processing {name}'s arguments")}
-    _check_call(POSTPROCESSORS[name], spec["kwargs"], f"post-processing {name}")
+    _check_call(POSTPROCESS[name], spec["kwargs"], f"post-processing {name}")
     return spec
 
 
@@ -253,8 +247,9 @@ def predictor_spec(
         weights: The weights file of each Learner's model, in the same order
             (``run.save_weights(...)``'s path, or a checkpoint of ``fit_stage``).
         resize: Interpolation back to the original size (``RESIZE_MODES``).
-        postprocess: ``None`` (``prob > threshold``), a function of :data:`POSTPROCESSORS`, a
-            ``functools.partial`` of one with keyword arguments, or its name.
+        postprocess: ``None`` (``prob > threshold``), a function of
+            :data:`~lessons_lib.evaluation.postprocess.POSTPROCESS`, a ``functools.partial`` of
+            one with keyword arguments, or its name.
         postprocess_at: ``"original"`` or ``"model"`` (``POSTPROCESS_AT``).
         threshold: Used when ``postprocess`` is ``None``.
 
@@ -410,9 +405,9 @@ def check_spec(spec: Any, path: Path) -> dict[str, Any]:
     need("resize", lambda v: v in RESIZE_MODES, f"one of {RESIZE_MODES}")
     post = need("postprocess", lambda v: v is None or isinstance(v, dict), "null or an object")
     if post is not None:
-        named(post, POSTPROCESSORS, "postprocess")
+        named(post, POSTPROCESS, "postprocess")
         try:
-            _check_call(POSTPROCESSORS[post["name"]], post["kwargs"], post["name"])
+            _check_call(POSTPROCESS[post["name"]], post["kwargs"], post["name"])
         except ValueError as err:
             raise _fail(path, str(err)) from None
     need("postprocess_at", lambda v: v in POSTPROCESS_AT, f"one of {POSTPROCESS_AT}")
@@ -604,7 +599,7 @@ def predict_images(
     items, batch_tfms = _pipelines(spec, device)
     post = spec["postprocess"]
     postprocess = (
-        None if post is None else functools.partial(POSTPROCESSORS[post["name"]], **post["kwargs"])
+        None if post is None else functools.partial(POSTPROCESS[post["name"]], **post["kwargs"])
     )
     for start in range(0, len(images), batch_size):
         chunk = list(images[start : start + batch_size])

@@ -11,6 +11,8 @@ Layout, every public name re-exported here:
 
 * :mod:`~lessons_lib.metrics.functional`: :func:`confusion`, :func:`score_pair`,
   :func:`scores_from_counts` and the per-image metric functions;
+* :func:`binarise`, the mask rule, lives in :mod:`lessons_lib.masks` (the data readers use it
+  too) and is re-exported here;
 * :mod:`~lessons_lib.metrics.scorer`: :class:`SegmentationScorer`;
 * :mod:`~lessons_lib.metrics.files`: :func:`load_mask_file`, ``score_dirs*`` and
   :func:`main_score` (folders of mask files and the ``score`` command).
@@ -18,6 +20,7 @@ Layout, every public name re-exported here:
 
 from __future__ import annotations
 
+from lessons_lib.masks import binarise
 from lessons_lib.metrics.files import (
     load_mask_file,
     main_score,
@@ -30,7 +33,6 @@ from lessons_lib.metrics.functional import (
     METRIC_LABELS,
     METRIC_NAMES,
     accuracy,
-    binarise,
     confusion,
     dice,
     jaccard,

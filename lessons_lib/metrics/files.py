@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from lessons_lib.data.io import IMAGE_SUFFIXES
 from lessons_lib.errors import DataError
-from lessons_lib.metrics.functional import METRIC_NAMES, binarise, confusion
+from lessons_lib.masks import binarise
+from lessons_lib.metrics.functional import METRIC_NAMES, confusion
 from lessons_lib.metrics.scorer import SegmentationScorer
+from lessons_lib.parallel import parallel_map
 
 __all__ = [
     "load_mask_file",
@@ -115,13 +117,6 @@ def _mask_id(stem: str) -> str:
     return _MASK_STEM_SUFFIX.sub("", stem)
 
 
-def _image_suffixes() -> tuple[str, ...]:
-    # imported here: lessons_lib.data imports lessons_lib.metrics
-    from lessons_lib.data.io import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES
-
-
 def _list_folder(folder: Path, role: str) -> list[Path]:
     """The sorted entries of ``folder`` (``role``: TRUTH_DIR or PRED_DIR), or a DataError."""
     if not folder.exists():
@@ -156,12 +151,12 @@ def _truth_id(truth_file: Path) -> tuple[str | None, _Problem | None]:
                 in_truth=True,
             )
         return match.group(0), None
-    if truth_file.is_file() and truth_file.suffix.lower() not in _image_suffixes():
+    if truth_file.is_file() and truth_file.suffix.lower() not in IMAGE_SUFFIXES:
         return None, _Problem(
             DataError(
                 "not a mask file: its name has no ISIC id (ISIC_ + 7 digits) and its extension "
                 f"{truth_file.suffix or '(none)'} is not an image's "
-                f"({', '.join(_image_suffixes())})",
+                f"({', '.join(IMAGE_SUFFIXES)})",
                 path=truth_file,
                 fix="remove it from the ground-truth folder",
             ),
@@ -295,29 +290,6 @@ def _usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _all_pair_counts(pairs: list[tuple[Path, Path]], workers: int) -> list[dict[str, int] | None]:
-    """:func:`_pair_counts` of every pair, in order, on ``workers`` processes.
-
-    Workers ignore Ctrl-C; on Ctrl-C or an error, pairs not yet started are cancelled and the
-    exception reaches the caller.
-    """
-    workers = min(workers, len(pairs))
-    if workers <= 1 or len(pairs) < _MIN_PAIRS_IN_PARALLEL:
-        return [_pair_counts(pair) for pair in pairs]
-    # imported here: lessons_lib.data imports lessons_lib.metrics
-    from lessons_lib.data.prepare import ignore_sigint
-
-    pool = ProcessPoolExecutor(workers, initializer=ignore_sigint)
-    try:
-        chunk = max(1, min(8, len(pairs) // (4 * workers)))
-        results = list(pool.map(_pair_counts, pairs, chunksize=chunk))
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return results
-
-
 def _all_problems_error(
     problems: list[_Problem], truth_dir: Path, pred_dir: Path, every_file_failed: bool
 ) -> DataError:
@@ -367,7 +339,8 @@ def score_dirs_scorer(
     (the official scorer would read a 0/1 prediction as all background and score it 0).
 
     Each mask file is decoded once; the pairs are decoded and counted on ``workers``
-    processes (the result does not depend on how many).
+    processes (the result does not depend on how many), which a Ctrl-C stops cleanly
+    (:func:`lessons_lib.parallel.parallel_map`).
 
     Args:
         truth_dir: Folder of ground-truth masks (the files themselves, not sub-folders).
@@ -417,7 +390,9 @@ def score_dirs_scorer(
         candidates, _ = _candidates(image_id, pred_files)
         entries.append((image_id, truth_file, candidates[0] if len(candidates) == 1 else None))
     pairs = [(e[1], e[2]) for e in entries if isinstance(e, tuple) and e[2] is not None]
-    computed = iter(_all_pair_counts(pairs, _usable_cpus() if workers is None else workers))
+    # every pair decoded and counted once, in truth-file order, on the workers (Ctrl-C-safe)
+    workers = _usable_cpus() if workers is None else workers
+    computed = iter(parallel_map(_pair_counts, pairs, workers, min_items=_MIN_PAIRS_IN_PARALLEL))
     problems: list[_Problem] = []
     n_failed = 0
     counts: dict[str, dict[str, int]] = {}

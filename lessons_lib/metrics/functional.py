@@ -5,7 +5,8 @@ package (https://github.com/ImageMarkup/isic-challenge-scoring, ``segmentation.p
 ``metrics.py``, ``confusion.py``, ``load_image.py``). This module re-implements its rules without
 depending on it (the tests check the two agree to 1e-12):
 
-* a mask pixel is lesion when its 8-bit value is ``> 128`` (so 128 is background, 129 lesion);
+* a mask pixel is lesion when its 8-bit value is ``> 128`` (so 128 is background, 129 lesion;
+  the rule is :func:`lessons_lib.masks.binarise`, which the data readers share);
 * per image: accuracy, sensitivity, specificity, Jaccard (JA), Dice (DI) and thresholded Jaccard
   (JA below 0.65 scores 0, the ISIC 2018 ranking metric); a ratio whose denominator is 0 scores
   1.0 (empty truth: sensitivity 1; full truth: specificity 1; empty truth *and* empty
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from lessons_lib.masks import binarise
+
 __all__ = [
     "JACCARD_THRESHOLD",
     "METRIC_LABELS",
     "METRIC_NAMES",
-    "binarise",
     "accuracy",
     "confusion",
     "dice",
@@ -51,34 +53,6 @@ METRIC_LABELS = {
     "pooled_dice": "pooled Dice",
 }
 """Short names of the metrics, as the challenge reports and the papers' tables print them."""
-
-
-def binarise(mask: object, name: str = "mask") -> np.ndarray:
-    """Turn a mask into a boolean lesion map.
-
-    Rule: ``bool`` arrays are used as-is. Integer arrays whose values all lie in {0, 1} are read
-    as 0/1 masks (1 = lesion). Any other integer array (0/255 masks, grey values) is binarised
-    with ``> 128``, as the official scorer does. Float arrays are refused because they are
-    ambiguous (probabilities? 0/255?): threshold them first, e.g. ``probs > 0.5``.
-    """
-    array = np.asarray(mask)
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D (H, W) mask, got shape {array.shape}; "
-            "squeeze channel axes, and score a batch image by image with SegmentationScorer"
-        )
-    if array.size == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape})")
-    if array.dtype == np.bool_:
-        return array
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(
-            f"{name} has dtype {array.dtype}; pass a bool or integer mask "
-            "(threshold probabilities first, e.g. probs > 0.5)"
-        )
-    if array.min() >= 0 and array.max() <= 1:
-        return array == 1
-    return array > 128
 
 
 def confusion(truth: object, pred: object) -> dict[str, int]:

@@ -47,6 +47,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from lessons_lib.models import register
+from lessons_lib.models.blocks import conv_bn_relu
 
 __all__ = ["CDNN29", "cdnn29"]
 
@@ -82,34 +83,6 @@ _DECODER: list[tuple[str, int, int]] = [
     ("drop2", 0, 0),
     ("decv5_1", 3, 16),
 ]
-
-
-def conv_bn_relu(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
-    """A stride-1 "same" convolution (no bias), batch normalisation and ReLU.
-
-    Args:
-        c_in: Input features.
-        c_out: Output features.
-        kernel: Square kernel size (3 or 4 in Table I; even sizes are padded 1 before, 2 after).
-
-    Shape:
-        (N, c_in, H, W) -> (N, c_out, H, W).
-
-    Returns:
-        ``nn.Sequential`` with children ``conv``, ``bn``, ``relu`` (and a leading ``pad`` for
-        even kernels).
-    """
-    total = kernel - 1
-    before, after = total // 2, total - total // 2
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    if before != after:
-        layers["pad"] = nn.ZeroPad2d((before, after, before, after))
-        layers["conv"] = nn.Conv2d(c_in, c_out, kernel, bias=False)
-    else:
-        layers["conv"] = nn.Conv2d(c_in, c_out, kernel, padding=before, bias=False)
-    layers["bn"] = nn.BatchNorm2d(c_out)
-    layers["relu"] = nn.ReLU(inplace=True)
-    return nn.Sequential(layers)
 
 
 class CDNN29(nn.Module):

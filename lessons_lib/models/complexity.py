@@ -1,6 +1,6 @@
 """Parameters, floating-point operations and the activations kept for the backward pass of a
-network, counted without running it, and its measured inference speed
-(:func:`measure_throughput`).
+network, counted without running it, its layer-by-layer output shapes (:func:`layer_shapes`)
+and its measured inference speed (:func:`measure_throughput`).
 
 What these numbers cost on a GPU (hours, memory) is :mod:`lessons_lib.cost`.
 """
@@ -11,6 +11,7 @@ import copy
 import itertools
 import time
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -186,3 +187,60 @@ def measure_throughput(
         "warmup": warmup,
         "device": str(device),
     }
+
+
+def layer_shapes(model: nn.Module, shape: tuple[int, ...], depth: int = 1) -> pd.DataFrame:
+    """Each layer's output shape for one input, as d2l prints a network: computed on PyTorch's
+    ``meta`` device (shapes only, nothing is computed or allocated).
+
+    Args:
+        model: The network.
+        shape: The input's shape, e.g. ``(1, 3, 448, 448)``.
+        depth: How deep to list modules: 1 lists the model's children, 2 their children too.
+
+    Returns:
+        One row per module up to ``depth`` levels (in the order they run): its name, class,
+        output shape and parameters (its own and its children's).
+    """
+    meta = copy.deepcopy(model).to_empty(device="meta").eval()
+    rows: list[dict] = []
+    hooks = []
+
+    def named(prefix: str, module: nn.Module, level: int) -> None:
+        for name, child in module.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            hooks.append(child.register_forward_hook(_recorder(rows, full, child)))
+            if level < depth:
+                named(full, child, level + 1)
+
+    named("", meta, 1)
+    try:
+        with torch.no_grad():
+            out = meta(torch.empty(shape, device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    rows.append({"layer": "output", "class": "", "output shape": _shape(out), "parameters": 0})
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def _shape(out: object) -> str:
+    if isinstance(out, torch.Tensor):
+        return " x ".join(str(d) for d in out.shape)
+    if isinstance(out, (tuple, list)):
+        return ", ".join(_shape(o) for o in out)
+    return type(out).__name__
+
+
+def _recorder(rows: list[dict], name: str, module: nn.Module):
+    def hook(_module: nn.Module, _inputs: object, out: object) -> None:
+        rows.append(
+            {
+                "layer": name,
+                "class": type(module).__name__,
+                "output shape": _shape(out),
+                "parameters": sum(p.numel() for p in module.parameters()),
+            }
+        )
+
+    return hook

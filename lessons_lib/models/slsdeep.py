@@ -112,6 +112,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet50
 
 from lessons_lib.models import register
+from lessons_lib.models.blocks import conv_bn_relu
 from lessons_lib.models.pretrained import load_imagenet
 
 __all__ = ["SLSDeep", "slsdeep", "slsdeep_splitter"]
@@ -122,29 +123,6 @@ SKIP_WIDTH = 48  # maps of each reduced encoder stage in SLSDeep+ASC
 ENCODER_WIDTHS = {"stem": 64, "layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
 # SLSDeep+ASC: the decoder conv each encoder stage joins (the one at its resolution).
 ASC_JOINS = {"stem": "head", "layer1": "head", "layer2": "fuse", "layer3": "fuse"}
-
-
-def conv_bn_relu(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
-    """A stride-1 "same" convolution without bias, then batch normalisation and ReLU.
-
-    Args:
-        c_in: Input maps.
-        c_out: Output maps.
-        kernel: Square kernel size, 1 or 3.
-
-    Shape:
-        (N, c_in, H, W) -> (N, c_out, H, W).
-
-    Returns:
-        ``nn.Sequential`` with children ``conv``, ``bn``, ``relu``.
-    """
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
-            bn=nn.BatchNorm2d(c_out),
-            relu=nn.ReLU(inplace=True),
-        )
-    )
 
 
 def dilated_resnet50(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import multiprocessing
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from PIL import Image
 
 from lessons_lib.atomic import write_bytes, write_json, write_text
 from lessons_lib.errors import DataError
+from lessons_lib.parallel import parallel_map
 from lessons_lib.synth.image import MIN_SIDE, SynthConfig, generate
 
 __all__ = ["FORMAT_VERSION", "SPLIT_NAMES", "default_count", "make_dataset"]
@@ -152,7 +152,8 @@ def make_dataset(
         n_valid: Validation images; default ``max(2, n // 4)``.
         n_test: Test images; default ``max(2, n // 4)``.
         size_jitter: Relative spread of the widths, in ``[0, 1)``.
-        workers: Processes to use (``>1`` uses :mod:`multiprocessing`).
+        workers: Processes to use (:func:`lessons_lib.parallel.parallel_map`, spawned; Ctrl-C
+            stops them cleanly).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -203,13 +204,8 @@ def make_dataset(
     for split in SPLIT_NAMES:  # a split of 0 images gets no folders (an empty split is an error)
         for folder in _folders(split) if counts[split] else ():
             (out / folder).mkdir(parents=True, exist_ok=True)
-    if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for _ in pool.imap_unordered(_write_one, jobs, chunksize=4):
-                pass
-    else:
-        for job in jobs:
-            _write_one(job)
+    # spawned workers: forking is unsafe once a process runs threads (a notebook with PyTorch)
+    parallel_map(_write_one, jobs, workers, max_chunk=4, context="spawn")
     for split, rows in plan.items():
         if not rows:
             continue

@@ -28,7 +28,6 @@ import torch
 from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.optimizer import Adam
 from fastai.torch_core import num_distrib, rank_distrib
 from torch import nn
 
@@ -43,9 +42,9 @@ from lessons_lib.training.callbacks import (
     save_checkpoint,
 )
 from lessons_lib.training.distributed import fit_distributed, in_distributed_context
+from lessons_lib.training.optim import FASTAI_ONE_CYCLE, SCHEDULES, AdamSpec, Schedule, SGDSpec
 
-SCHEDULES = ("one_cycle", "constant", "poly")
-"""Learning-rate policies of :func:`fit_stage`."""
+__all__ = ["SCHEDULES", "fit_stage", "make_learner", "poly_schedule", "stage_schedules"]
 
 
 def poly_schedule(lr: float | np.ndarray, power: float = 0.9) -> Callable[[float], np.ndarray]:
@@ -74,10 +73,9 @@ def make_learner(
     model: nn.Module,
     loss_func: Callable,
     out_dir: Path | str,
-    opt_func: Callable = Adam,
+    optimizer: AdamSpec | SGDSpec,
     metrics: Sequence | None = None,
     splitter: Callable | None = None,
-    wd: float | None = None,
     mixed_precision: bool | None = None,
     n_gpus: int = 1,
 ) -> Learner:
@@ -89,17 +87,22 @@ def make_learner(
         loss_func: A :mod:`lessons_lib.losses` loss (its ``activation``/``decodes`` are used
             by prediction).
         out_dir: Run folder: ``models/`` (checkpoints) and ``history.csv`` go there.
-        opt_func: fastai optimiser (Adam as in most of the papers).
+        optimizer: The recipe's optimiser, every hyper-parameter written out
+            (:mod:`lessons_lib.training.optim`; no fastai default is taken).
         metrics: fastai metrics shown per epoch (:class:`PooledScore` Dice and Jaccard by
             default).
         splitter: Parameter groups (for freezing and discriminative learning rates);
             default the model's own ``splitter`` attribute if it has one.
-        wd: Weight decay (fastai's default if ``None``).
         mixed_precision: fp16 training; default on when a GPU is used.
         n_gpus: GPUs of this machine that :func:`fit_stage` trains on (data-parallel, one
             process each, through :mod:`lessons_lib.training.distributed`; the batch size is
             per GPU). On a CPU, more than 1 means that many CPU processes (for testing).
     """
+    if not isinstance(optimizer, (AdamSpec, SGDSpec)):
+        raise TypeError(
+            f"optimizer must be an AdamSpec or SGDSpec (lessons_lib.training.optim), not "
+            f"{optimizer!r}: write every hyper-parameter out"
+        )
     out_dir = Path(out_dir)
     splitter = splitter or getattr(model, "splitter", None)
     kwargs = {"splitter": splitter} if splitter is not None else {}
@@ -107,13 +110,14 @@ def make_learner(
         dls,
         model,
         loss_func=loss_func,
-        opt_func=opt_func,
+        opt_func=optimizer.opt_func(),
         metrics=list(metrics)
         if metrics is not None
         else [PooledScore("dice"), PooledScore("jaccard")],
         path=out_dir,
         model_dir="models",
-        wd=wd,
+        wd=optimizer.weight_decay,
+        wd_bn_bias=optimizer.decay_bn_and_bias,
         cbs=[HistoryCSV(out_dir / "history.csv")],
         **kwargs,
     )
@@ -122,6 +126,7 @@ def make_learner(
     if mixed_precision:
         learn.to_fp16()
     learn.n_gpus = n_gpus
+    learn.optimizer_spec = optimizer
     return learn
 
 
@@ -141,26 +146,39 @@ def resumed_schedule(
 
 
 def stage_schedules(
-    learn: Learner, schedule: str, lr_max: Any, power: float = 0.9
+    learn: Learner, schedule: Schedule, lr_max: Any
 ) -> dict[str, Callable[[float], Any]]:
     """The hyper-parameter schedules of a stage, over its progress ``t`` in [0, 1].
 
-    ``one_cycle`` is fastai's ``fit_one_cycle`` policy with its defaults (cosine warm-up from
-    ``lr_max / 25`` over the first 25%, cosine annealing to ``lr_max / 1e5``; momentum
-    0.95 -> 0.85 -> 0.95), ``poly`` is :func:`poly_schedule`, ``constant`` is empty.
+    ``one_cycle``: cosine warm-up from ``lr_max / div`` over the first ``pct_start``, cosine
+    annealing to ``lr_max / div_final``; momentum (Adam's beta1) ``moms[0] -> moms[1] ->
+    moms[2]`` (fastai's ``fit_one_cycle``). ``poly``: :func:`poly_schedule`. ``constant``:
+    nothing scheduled.
     """
-    if schedule == "one_cycle":
+    if schedule.policy == "one_cycle":
         if learn.opt is None:
             learn.create_opt()
         learn.opt.set_hyper("lr", lr_max)
         lr = np.array([h["lr"] for h in learn.opt.hypers])
         return {
-            "lr": combined_cos(0.25, lr / 25.0, lr, lr / 1e5),
-            "mom": combined_cos(0.25, *learn.moms),
+            "lr": combined_cos(schedule.pct_start, lr / schedule.div, lr, lr / schedule.div_final),
+            "mom": combined_cos(schedule.pct_start, *schedule.moms),
         }
-    if schedule == "poly":
-        return {"lr": poly_schedule(lr_max, power)}
+    if schedule.policy == "poly":
+        return {"lr": poly_schedule(lr_max, schedule.power)}
     return {}
+
+
+def _as_schedule(schedule: Schedule | str, power: float | None) -> Schedule:
+    """A policy name as a :class:`Schedule` (``one_cycle``: fastai's shape, written out in
+    :data:`~lessons_lib.training.optim.FASTAI_ONE_CYCLE`)."""
+    if isinstance(schedule, Schedule):
+        return schedule
+    if schedule == "one_cycle":
+        return FASTAI_ONE_CYCLE
+    if schedule == "poly":
+        return Schedule("poly", power=0.9 if power is None else power)
+    return Schedule(schedule)
 
 
 def fit_stage(
@@ -169,10 +187,10 @@ def fit_stage(
     epochs: int,
     lr: float | slice | Sequence[float],
     freeze: bool | None = None,
-    schedule: str = "one_cycle",
+    schedule: Schedule | str = "one_cycle",
     monitor: str | None = "valid_loss",
     patience: int | None = None,
-    power: float = 0.9,
+    power: float | None = None,
 ) -> pd.DataFrame:
     """Train one stage and keep its best (or last) epoch, saved as ``models/<stage>.pth``.
 
@@ -189,7 +207,8 @@ def fit_stage(
         lr: Learning rate, or one per parameter group (discriminative rates).
         freeze: ``True`` trains only the last parameter group (the decoder), ``False``
             unfreezes all, ``None`` leaves it as it is.
-        schedule: :data:`SCHEDULES`: ``one_cycle`` (fastai's default policy), ``constant``, or
+        schedule: A :class:`~lessons_lib.training.optim.Schedule` (a recipe's), or one of
+            :data:`SCHEDULES` by name: ``one_cycle`` (fastai's shape), ``constant``, or
             ``poly``: ``lr * (1 - t) ** power`` with ``t`` the fraction of the stage's
             iterations done, updated every iteration (the "poly" policy of DeepLab and PSPNet).
         monitor: What decides the best epoch (``valid_loss`` or a metric name); ``None``
@@ -197,7 +216,7 @@ def fit_stage(
             nothing on validation data.
         patience: Stop early when ``monitor`` has not improved for this many epochs (fastai's
             ``EarlyStoppingCallback``); the best epoch is still the one kept.
-        power: Exponent of the ``poly`` schedule.
+        power: Exponent of a ``poly`` schedule given by name (default 0.9).
 
     Returns:
         This stage's rows of the history.
@@ -208,8 +227,7 @@ def fit_stage(
     """
     if epochs <= 0:
         return pd.DataFrame()
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    schedule = _as_schedule(schedule, power)
     if patience is not None and monitor is None:
         raise ValueError("early stopping (patience) needs a monitor")
     n_gpus = getattr(learn, "n_gpus", 1)
@@ -224,7 +242,6 @@ def fit_stage(
             schedule=schedule,
             monitor=monitor,
             patience=patience,
-            power=power,
         )
         rows = fit_distributed(learn, n_gpus, train)
         history = learn.history_csv
@@ -277,7 +294,7 @@ def fit_stage(
     lr_max = np.array(lr, dtype=float) if isinstance(lr, (list, tuple)) else lr
     scheds = {
         name: resumed_schedule(f, start, epochs)
-        for name, f in stage_schedules(learn, schedule, lr_max, power).items()
+        for name, f in stage_schedules(learn, schedule, lr_max).items()
     }
     if scheds:
         cbs.insert(0, ParamScheduler(scheds))

@@ -1,0 +1,423 @@
+"""Each paper's recipe, declared once: the one place a chapter's settings live.
+
+A recipe (one module per chapter, a subclass of :class:`Recipe`, as nnU-Net keeps its trainer
+variants) declares:
+
+* every parameter once (:class:`~lessons_lib.params.Param`): type, allowed range, one-line
+  meaning, the paper's value and its value in each profile;
+* the network (registry name and arguments, :meth:`Recipe.network`);
+* the augmentation and input transforms (:meth:`Recipe.augmentation`,
+  :meth:`Recipe.input_transforms`);
+* the optimiser with every hyper-parameter written out (:meth:`Recipe.optimizer`) and the
+  learning-rate schedule (:meth:`Recipe.schedule`);
+* the training stages from which the cost estimate is computed (:meth:`Recipe.cost_stages`),
+  counted with the dataset's published split sizes
+  (:data:`lessons_lib.data.PUBLISHED_SPLITS`).
+
+The chapter notebook, the benchmarks (``benchmarks/chapters.py``), the cost estimate and the
+parameter checks all read it. ``python -m lessons_lib.recipes sync`` writes each notebook's
+papermill ``parameters`` cell from its recipe (``make recipes``); a test checks they agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+from torch import nn
+
+from lessons_lib.data.layouts import DATASETS, PUBLISHED_SPLITS
+from lessons_lib.params import NOT_GIVEN, PROFILES, Param, resolve
+from lessons_lib.training.optim import AdamSpec, Schedule, SGDSpec, read_optimizer
+
+__all__ = [
+    "CHAPTERS",
+    "Recipe",
+    "dataset_param",
+    "get_recipe",
+    "recipes",
+    "run_params",
+    "synthetic_params",
+]
+
+CHAPTERS: dict[str, str] = {
+    "000_lesionseg": "lessons_lib.recipes.lesionseg",
+    "001_cdnn29": "lessons_lib.recipes.cdnn29",
+    "002_resnet34_unet": "lessons_lib.recipes.resnet34_unet",
+    "003_slsdeep": "lessons_lib.recipes.slsdeep",
+    "004_vgg16_fcn": "lessons_lib.recipes.vgg16_fcn",
+}
+"""Chapter id (the notebook's file stem) -> the module holding its recipe (``RECIPE``)."""
+
+SYNTHETIC_SPLITS_OF = 4
+"""A synthetic dataset's validation and test splits hold ``n_synth // 4`` images each."""
+
+
+def dataset_param(full: str, paper: Any, meaning: str | None = None, **profiles: str) -> Param:
+    """The ``dataset`` parameter: synthetic in the smoke profile, ``full`` in the full one."""
+    return Param(
+        "dataset",
+        "str",
+        meaning or f"{' | '.join(DATASETS)} (the paper: {paper})",
+        {"smoke": "synthetic", "full": full, **profiles},
+        paper=paper,
+        choices=DATASETS,
+        section="data",
+    )
+
+
+def synthetic_params(n_synth: int = 32, synth_size: int = 160) -> list[Param]:
+    """``data_dir``, ``n_synth`` and ``synth_size``: where the data is, or how much synthetic
+    data the smoke profile generates."""
+    return [
+        Param(
+            "data_dir",
+            "path",
+            "the unzipped dataset; None generates synthetic data",
+            {p: None for p in PROFILES},
+            none_ok=True,
+            section="data",
+        ),
+        Param(
+            "n_synth",
+            "int",
+            "synthetic data only: training images (validation and test: a quarter each)",
+            {"smoke": n_synth, "full": None},
+            low=1,
+            none_ok=True,
+            section="data",
+        ),
+        Param(
+            "synth_size",
+            "int",
+            "synthetic data only: image width in pixels",
+            {"smoke": synth_size, "full": None},
+            low=16,
+            none_ok=True,
+            section="data",
+        ),
+    ]
+
+
+def run_params(
+    prepare_workers: Mapping[str, int], loader_workers: Mapping[str, int | None]
+) -> list[Param]:
+    """The parameters every chapter has, with the same meaning in each: processes, seed, output
+    folder, GPUs, dry run.
+
+    Args:
+        prepare_workers: Per profile: processes decoding and resizing the dataset once.
+        loader_workers: Per profile: DataLoader processes feeding training (``make bench``
+            measures how many a GPU step needs); ``None``: 0 on a CPU, ``min(8, cores)`` with a
+            GPU.
+    """
+    every = {p: None for p in PROFILES}
+    return [
+        Param(
+            "prepare_workers",
+            "int",
+            "processes decoding and resizing the dataset once, before training",
+            dict(prepare_workers),
+            low=1,
+            section="run",
+        ),
+        Param(
+            "loader_workers",
+            "int",
+            "DataLoader processes feeding training; None picks 0 on a CPU, up to 8 with a GPU",
+            dict(loader_workers),
+            low=0,
+            none_ok=True,
+            section="run",
+        ),
+        Param(
+            "seed",
+            "int",
+            "seed of every random choice (splits, initial weights, shuffling, augmentation)",
+            {p: 0 for p in PROFILES},
+            low=0,
+            high=2**32 - 1,
+            section="run",
+        ),
+        Param(
+            "out_dir",
+            "path",
+            "the run folder; None gives runs/<chapter>/<profile>-<dataset>",
+            every,
+            none_ok=True,
+            section="run",
+        ),
+        Param(
+            "overwrite",
+            "bool",
+            "True replaces an earlier run with other parameters in out_dir",
+            {p: False for p in PROFILES},
+            section="run",
+        ),
+        Param(
+            "n_gpus",
+            "int",
+            "GPUs of this machine to train on, data-parallel, the batch size per GPU",
+            {p: 1 for p in PROFILES},
+            low=1,
+            section="run",
+        ),
+        Param(
+            "dry_run",
+            "bool",
+            "True runs the profile's code path and sizes, one epoch per stage, a few images",
+            {p: False for p in PROFILES},
+            section="run",
+        ),
+    ]
+
+
+class Recipe:
+    """A paper's recipe: a subclass per chapter overrides the hooks below and lists ``params``.
+
+    Class attributes:
+        chapter: The chapter id (the notebook's file stem).
+        title: Short citation, as run records and the leaderboard name the paper.
+        params: Every parameter, in the order of the notebook's ``parameters`` cell.
+        weights: The torchvision architecture whose ImageNet weights ``pretrained=True`` loads
+            (``None``: the paper trains from scratch).
+        dry_run: A dry run's settings: parameter values, and ``images``, the fewest images per
+            split it needs (see :func:`lessons_lib.params.resolve`).
+        mixed_precision: fp16 training on a GPU (:func:`~lessons_lib.training.make_learner`).
+    """
+
+    chapter: ClassVar[str]
+    title: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]
+    weights: ClassVar[str | None] = None
+    dry_run: ClassVar[Mapping[str, Any]] = {}
+    mixed_precision: ClassVar[bool] = True
+
+    # -- parameters ----------------------------------------------------------------------------
+    def param(self, name: str) -> Param:
+        """The declaration of ``name``."""
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(f"{self.chapter} has no parameter {name!r}")
+
+    def constraints(self, P: SimpleNamespace) -> dict[str, str]:  # noqa: N803
+        """Checks across parameters: ``{name: message}`` for each that fails (none here)."""
+        return {}
+
+    def resolve(
+        self, profile: str, given: Mapping[str, Any], check_files: bool = True
+    ) -> SimpleNamespace:
+        """The run's parameters: the profile's values, overridden by the ones given (the
+        notebook's ``globals()``), each checked against its declaration
+        (:func:`lessons_lib.params.resolve`)."""
+        return resolve(
+            self.params,
+            profile,
+            given,
+            weights=self.weights,
+            dry_run=self.dry_run,
+            constraints=[self.constraints],
+        )
+
+    def profile(self, profile: str) -> SimpleNamespace:
+        """A profile's values as they are declared (no user input, no file checks)."""
+        values = {p.name: p.value(profile) for p in self.params}
+        return SimpleNamespace(profile=profile, dry_run_images=None, **values)
+
+    def profiles(self) -> list[str]:
+        """The profiles this recipe declares values for."""
+        return list(dict.fromkeys(pr for p in self.params for pr in p.values))
+
+    def table(self, P: SimpleNamespace | None = None) -> pd.DataFrame:  # noqa: N803
+        """The recipe as a table: each parameter's meaning, the paper's value and each
+        profile's value (and this run's, given ``P``)."""
+
+        def show(value: Any) -> str:
+            if value is NOT_GIVEN:
+                return "not given"
+            if isinstance(value, tuple):
+                return "(" + ", ".join(show(v) for v in value) + ")"
+            return "None" if value is None else str(value)
+
+        rows = []
+        for p in self.params:
+            if p.section == "run" and p.name != "prepare_workers":
+                continue  # bookkeeping, the same in every chapter
+            row = {"parameter": p.name, "meaning": p.meaning, "paper": show(p.paper)}
+            row.update({pr: show(p.value(pr)) for pr in self.profiles()})
+            if P is not None:
+                row["this run"] = show(getattr(P, p.name))
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("parameter")
+
+    # -- hooks (override) ------------------------------------------------------------------------
+    def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
+        """The registry name and arguments of the network
+        (:func:`lessons_lib.models.build_model`)."""
+        raise NotImplementedError
+
+    def in_channels(self, P: SimpleNamespace) -> int:  # noqa: N803
+        """Input channels of the network."""
+        return 3
+
+    def augmentation(self, P: SimpleNamespace) -> list:  # noqa: N803
+        """The training augmentation (fastai batch transforms; ``[]``: none)."""
+        return []
+
+    def input_transforms(self, P: SimpleNamespace) -> list:  # noqa: N803
+        """Further batch transforms for training and prediction (colour channels,
+        standardisation), after the augmentation."""
+        return []
+
+    def normalize(self, P: SimpleNamespace) -> tuple | None:  # noqa: N803
+        """Per-channel ``(mean, std)`` normalisation, or ``None`` (default: ImageNet's, as
+        fastai does for a pretrained encoder)."""
+        from fastai.vision.core import imagenet_stats
+
+        return imagenet_stats
+
+    def optimizer(self, P: SimpleNamespace) -> AdamSpec | SGDSpec:  # noqa: N803
+        """The optimiser, every hyper-parameter written out."""
+        raise NotImplementedError
+
+    def schedule(self, P: SimpleNamespace) -> Schedule:  # noqa: N803
+        """The learning-rate schedule of each training stage."""
+        raise NotImplementedError
+
+    def cost_stages(self, P: SimpleNamespace, splits: Mapping[str, int]) -> list:  # noqa: N803
+        """How a run with ``P`` trains (:class:`lessons_lib.cost.Stage` each), with the
+        dataset's split sizes ``splits``."""
+        raise NotImplementedError
+
+    def predicted_images(self, P: SimpleNamespace, splits: Mapping[str, int]) -> int:  # noqa: N803
+        """Images predicted once after training (validation, test, ablations)."""
+        return splits.get("valid", 0) + splits.get("test", 0)
+
+    # -- derived ---------------------------------------------------------------------------------
+    def build_model(self, P: SimpleNamespace, **override: Any) -> nn.Module:  # noqa: N803
+        """The network of ``P`` (``override`` replaces registry arguments, e.g. an ablation's)."""
+        from lessons_lib.models import build_model
+
+        name, kwargs = self.network(P)
+        return build_model(name, **{**kwargs, **override})
+
+    def splits(self, P: SimpleNamespace) -> dict[str, int]:  # noqa: N803
+        """Images per split of ``P``'s dataset: the published counts, or a synthetic
+        dataset's."""
+        if P.dataset == "synthetic":
+            n = P.n_synth or 40
+            return {"train": n, "valid": n // SYNTHETIC_SPLITS_OF, "test": n // SYNTHETIC_SPLITS_OF}
+        if P.dataset not in PUBLISHED_SPLITS:
+            raise ValueError(f"no published split sizes for dataset {P.dataset!r}")
+        return dict(PUBLISHED_SPLITS[P.dataset])
+
+    def estimate_cost(self, P: SimpleNamespace | str = "full", gpu: Any = None):  # noqa: N803
+        """The expected cost of a run with ``P`` (or a profile's values) on ``gpu``
+        (:func:`lessons_lib.cost.estimate_cost`; default an A100 40GB)."""
+        from lessons_lib.cost import A100_40GB, estimate_cost
+
+        if isinstance(P, str):
+            P = self.profile(P)  # noqa: N806
+        splits = self.splits(P)
+        with torch.device("meta"):  # shapes only: nothing is computed or allocated
+            net = self.build_model(P, **self.cost_overrides(P))
+        return estimate_cost(
+            net,
+            self.cost_stages(P, splits),
+            gpu=gpu or A100_40GB,
+            optimizer=self.optimizer(P),
+            mixed_precision=self.mixed_precision,
+            in_channels=self.in_channels(P),
+            predicted_images=self.predicted_images(P, splits),
+        )
+
+    def cost_overrides(self, P: SimpleNamespace) -> dict[str, Any]:  # noqa: N803
+        """Registry arguments for the cost estimate's network (no weight download)."""
+        kwargs = self.network(P)[1]
+        return {"pretrained": False} if "pretrained" in kwargs else {}
+
+    def describe(self, P: SimpleNamespace, learn: Any = None) -> dict[str, Any]:  # noqa: N803
+        """What the run trained with, for ``metrics.json``: the declared optimiser and schedule,
+        the augmentation and input transforms, and (given the learner) the optimiser's class and
+        hyper-parameters per parameter group as read from it after training."""
+        described: dict[str, Any] = {
+            "recipe": f"{type(self).__module__}.{type(self).__name__}",
+            "network": {"name": self.network(P)[0], **_plain(self.network(P)[1])},
+            "optimizer": self.optimizer(P).as_dict(),
+            "schedule": self.schedule(P).as_dict(),
+            "augmentation": [_describe_transform(t) for t in self.augmentation(P)],
+            "input_transforms": [_describe_transform(t) for t in self.input_transforms(P)],
+            "normalize": _plain(self.normalize(P)),
+            "mixed_precision": bool(self.mixed_precision and torch.cuda.is_available()),
+        }
+        if learn is not None and getattr(learn, "opt", None) is not None:
+            described["optimizer_used"] = read_optimizer(learn.opt)
+        return described
+
+    def source(self) -> list:
+        """The hooks a student reads: augmentation, optimiser, schedule (for ``show_source``)."""
+        own = type(self)
+        return [
+            getattr(own, name)
+            for name in ("network", "augmentation", "input_transforms", "optimizer", "schedule")
+            if name in own.__dict__
+        ]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    return repr(value)
+
+
+def _describe_transform(tfm: Any) -> dict[str, Any]:
+    """A transform's class and its settings (its constructor's arguments, as stored)."""
+    names = inspect.signature(type(tfm).__init__).parameters
+    settings = {}
+    for name in names:
+        for attr in (name, f"_{name}"):
+            if name != "self" and hasattr(tfm, attr):
+                settings[name] = _plain(copy.copy(getattr(tfm, attr)))
+                break
+    for attr in ("p", "size", "mode", "pad_mode"):
+        if attr not in settings and isinstance(getattr(tfm, attr, None), (int, float, str)):
+            settings[attr] = getattr(tfm, attr)
+    return {"class": type(tfm).__name__, **settings}
+
+
+def get_recipe(chapter: str) -> Recipe:
+    """The recipe of ``chapter`` (a notebook's file stem).
+
+    Raises:
+        KeyError: an unknown chapter (the message lists the valid ones).
+    """
+    if chapter not in CHAPTERS:
+        raise KeyError(f"no recipe for chapter {chapter!r}; valid: {', '.join(CHAPTERS)}")
+    return importlib.import_module(CHAPTERS[chapter]).RECIPE
+
+
+def recipes() -> list[Recipe]:
+    """Every chapter's recipe, in chapter order."""
+    return [get_recipe(c) for c in CHAPTERS]
+
+
+def parameters_cell(recipe: Recipe) -> str:
+    """The papermill ``parameters`` cell of ``recipe``'s notebook: ``profile`` first, then every
+    parameter as ``name = None  # meaning`` (None: the profile's value)."""
+    lines = [
+        '# Parameters (papermill). None means "the profile\'s value" (the recipe table below).',
+        f'profile = "smoke"  # {" | ".join(recipe.profiles())}: which values the run starts from',
+    ]
+    lines += [f"{p.name} = None  # {p.meaning}" for p in recipe.params]
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""Chapter 002: Raghunath & Nofallah, a fastai ResNet34 U-Net with progressive resizing
+(ISIC 2018 Task 1).
+
+The paper trains at 512x512 and then at 1024x1024 with Adam, ``BCEWithLogitsLoss`` and three
+learning rates per resolution (1e-2, 1e-3, 1e-4 at 512; 5e-2, 5e-3, 5e-4 at 1024), augmenting
+with rotations, lighting changes and dihedral flips. It gives no epochs, batch sizes,
+augmentation strengths or optimiser constants: those values are ours, and each is a deviation the
+chapter lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+from lessons_lib.params import Param
+from lessons_lib.recipes import Recipe, dataset_param, run_params, synthetic_params
+from lessons_lib.training.optim import FASTAI_ONE_CYCLE, AdamSpec, Schedule
+
+
+class ResNet34UNetRecipe(Recipe):
+    """The paper's recipe: ResNet34 U-Net, 512 px then 1024 px, Adam with one-cycle."""
+
+    chapter = "002_resnet34_unet"
+    title = "Raghunath & Nofallah, ISIC 2018"
+    weights = "resnet34"
+    dry_run = dict(n_valid=1, lr_find_iters=20, images=2)  # lr_find needs 16+ points
+    params = (
+        dataset_param("isic2018", paper="isic2018"),
+        *synthetic_params(n_synth=32, synth_size=160),
+        Param(
+            "sizes",
+            "int",
+            "progressive resizing: the square input size of each stage",
+            {"smoke": (64, 128), "full": (512, 1024)},
+            paper=(512, 1024),
+            shape=("stage",),
+            low=32,
+            multiple_of=32,
+            section="data",
+        ),
+        Param(
+            "epochs_frozen",
+            "int",
+            "per stage: epochs training the decoder only, the encoder frozen",
+            {"smoke": (1, 0), "full": (4, 2)},
+            shape=("stage",),
+            low=0,
+            role="epochs",
+        ),
+        Param(
+            "epochs",
+            "int",
+            "per stage: epochs training the whole network",
+            {"smoke": (6, 2), "full": (8, 4)},
+            shape=("stage",),
+            low=0,
+            role="epochs",
+        ),
+        Param(
+            "batch_size",
+            "int",
+            "per stage: images per mini-batch (per GPU)",
+            {"smoke": (8, 8), "full": (16, 4)},
+            shape=("stage",),
+            low=1,
+            role="batch_size",
+        ),
+        Param(
+            "lrs",
+            "float",
+            "per stage: learning rates of the early encoder, late encoder and decoder",
+            {
+                "smoke": ((3e-5, 3e-4, 3e-3), (1e-5, 1e-4, 1e-3)),
+                "full": ((1e-4, 1e-3, 1e-2), (5e-4, 5e-3, 5e-2)),
+            },
+            paper=((1e-4, 1e-3, 1e-2), (5e-4, 5e-3, 5e-2)),
+            shape=("stage", 3),
+            low=0,
+            low_open=True,
+        ),
+        Param(
+            "max_rotate",
+            "float",
+            "augmentation: largest random rotation in degrees, either way",
+            {"smoke": 10.0, "full": 10.0},
+            low=0,
+            high=180,
+            section="data",
+        ),
+        Param(
+            "max_lighting",
+            "float",
+            "augmentation: largest random change of brightness and contrast",
+            {"smoke": 0.2, "full": 0.2},
+            low=0,
+            high=1,
+            high_open=True,
+            section="data",
+        ),
+        Param(
+            "n_valid",
+            "int",
+            "training images held out as the random validation split",
+            {"smoke": 8, "full": 500},
+            paper=500,
+            low=1,
+            section="data",
+        ),
+        Param(
+            "pretrained",
+            "pretrained",
+            "True for ImageNet weights, a path to a local resnet34 .pth, or False",
+            {"smoke": False, "full": True},
+            paper=True,
+            section="model",
+        ),
+        Param(
+            "lr_find_iters",
+            "int",
+            "iterations of the learning-rate finder; 0 skips it",
+            {"smoke": 30, "full": 100},
+            low=0,
+        ),
+        *run_params(
+            prepare_workers={"smoke": 1, "full": 2},
+            loader_workers={"smoke": None, "full": 3},  # make bench: 3 keep up with an A100
+        ),
+    )
+
+    def constraints(self, P: SimpleNamespace) -> dict[str, str]:  # noqa: N803
+        if P.lr_find_iters and P.lr_find_iters < 16:
+            return {
+                "lr_find_iters": f"parameter lr_find_iters: expected 0 (no finder) or at least 16 "
+                f"(fastai's finder needs 16 points); got {P.lr_find_iters}"
+            }
+        return {}
+
+    def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
+        return "resnet34_unet", dict(
+            n_out=1, img_size=(P.sizes[0], P.sizes[0]), pretrained=P.pretrained
+        )
+
+    def augmentation(self, P: SimpleNamespace) -> list:  # noqa: N803
+        """Rotations, lighting and the 8 dihedral flips; no zoom or warp (not in the paper)."""
+        from fastai.vision.augment import aug_transforms
+
+        return aug_transforms(
+            do_flip=True,
+            flip_vert=True,  # with do_flip: one of the 8 dihedral transforms
+            max_rotate=P.max_rotate,
+            max_lighting=P.max_lighting,
+            max_zoom=1.0,
+            max_warp=0.0,
+            p_affine=0.75,
+            p_lighting=0.75,
+            pad_mode="reflection",
+        )
+
+    def optimizer(self, P: SimpleNamespace) -> AdamSpec:  # noqa: N803
+        """Adam; the paper gives no constants: fastai's, written out."""
+        return AdamSpec(
+            beta1=0.9,  # moved 0.95 -> 0.85 -> 0.95 by the one-cycle schedule
+            beta2=0.99,
+            eps=1e-5,
+            weight_decay=0.01,
+            decoupled=True,
+            decay_bn_and_bias=False,
+        )
+
+    def schedule(self, P: SimpleNamespace) -> Schedule:  # noqa: N803
+        """fastai's one-cycle policy in every stage (the paper's fastai of 2018 used it)."""
+        return FASTAI_ONE_CYCLE
+
+    def cost_stages(self, P: SimpleNamespace, splits: Mapping[str, int]) -> list:  # noqa: N803
+        from lessons_lib.cost import Stage
+
+        n_train = splits["train"] - P.n_valid
+        stages = (
+            [
+                Stage(
+                    "learning-rate finder",
+                    size=P.sizes[0],
+                    batch_size=P.batch_size[0],
+                    epochs=1,
+                    images=P.batch_size[0] * P.lr_find_iters,
+                )
+            ]
+            if P.lr_find_iters
+            else []
+        )
+        for size, frozen, epochs, bs in zip(
+            P.sizes, P.epochs_frozen, P.epochs, P.batch_size, strict=True
+        ):  # a stage with the encoder frozen is counted as a full training step: an upper bound
+            for label, n in [(f"{size} px, encoder frozen", frozen), (f"{size} px", epochs)]:
+                stages.append(
+                    Stage(label, size, bs, epochs=n, images=n_train, eval_images=P.n_valid)
+                )
+        return stages
+
+    def predicted_images(self, P: SimpleNamespace, splits: Mapping[str, int]) -> int:  # noqa: N803
+        """The random split and the official validation set (the paper reports no test score)."""
+        return P.n_valid + splits.get("valid", 0)
+
+
+RECIPE = ResNet34UNetRecipe()
