@@ -1,22 +1,22 @@
 """Benchmark of the chapters' networks on this CPU, against its matrix-multiply throughput.
 
-Run it with ``python benchmarks/bench_models.py``. For each chapter's network (its full
-profile's registry arguments, random weights), at the paper's largest input size: parameters,
-forward FLOPs per image (counted), CPU inference images/s (``measure_throughput``, batch 1)
-and the FLOP/s that achieves, as a share of this machine's fp32 matrix-multiply FLOP/s (the
-best of a few ``torch.matmul`` of two 2048x2048 matrices). A share above 100 % is possible:
-the convolution library may multiply less than the counted FLOPs (Winograd), and the matmul is
-not the CPU's absolute peak.
+Run it with ``python benchmarks/bench_models.py [chapter ...]``. For each chapter's network
+(its recipe's registry arguments in the full profile, random weights), at the profile's largest
+input size: parameters, forward FLOPs per image (counted), CPU inference images/s
+(``measure_throughput``, batch 1) and the FLOP/s that achieves, as a share of this machine's
+fp32 matrix-multiply FLOP/s (the best of a few ``torch.matmul`` of two 2048x2048 matrices). A
+share above 100 % is possible: the convolution library may multiply less than the counted FLOPs
+(Winograd), and the matmul is not the CPU's absolute peak.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 import torch
 
-from lessons_lib.models import build_model
 from lessons_lib.models.complexity import count_flops, count_parameters, measure_throughput
 
 
@@ -32,18 +32,18 @@ def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def run(seconds: float = 3.0) -> list[dict]:
+def run(seconds: float = 3.0, names: list[str] | None = None) -> list[dict]:
     """Rows: the machine's matmul FLOP/s, then per network its inference speed and share.
 
     Each network is timed for about ``seconds`` (at least 2 passes) after one untimed pass.
+    ``names``: chapter ids (default: every chapter).
     """
     from chapters import chapters
 
     peak = matmul_flops()
     rows = [_row("this CPU: fp32 matmul 2048x2048, all threads", peak / 1e9, "GFLOP/s")]
-    for chapter in chapters():
-        name, kwargs = chapter.model
-        net = build_model(name, **kwargs)
+    for chapter in chapters(names):
+        net = chapter.build("cpu")
         size = max((s for s, _ in chapter.stages), key=lambda hw: hw[0] * hw[1])
         shape = (chapter.in_channels, *size)
         flops = count_flops(net, (1, *shape))
@@ -68,4 +68,4 @@ def _row(name: str, value: float, unit: str) -> dict:
 if __name__ == "__main__":
     from table import print_table
 
-    print_table(run())
+    print_table(run(names=sys.argv[1:] or None))

@@ -1,11 +1,12 @@
 """Benchmark of the input pipeline: how many data-loader workers each chapter's full profile needs.
 
-Run it with ``python benchmarks/bench_pipeline.py``. For each chapter and training resolution,
-the chapter's own fastai pipeline (``lessons_lib.training.segmentation_dls`` with its
-augmentation and batch transforms, on the CPU, one process) reads prepared images of realistic
-size: synthetic dermoscopy (``lessons_lib.synth``) at 4:3 with the shorter side of the
-chapter's prepared cache, written as ``prepare`` writes them (JPEG quality 95, 0/255 PNG mask)
-and kept under ``<cache>/bench/``. Measured, in images per second:
+Run it with ``python benchmarks/bench_pipeline.py [chapter ...]``. For each chapter and training
+resolution of its recipe's full profile (``chapters.py``), the chapter's own fastai pipeline
+(``lessons_lib.training.segmentation_dls`` with the recipe's augmentation, input transforms and
+normalisation, on the CPU, one process) reads prepared images of realistic size: synthetic
+dermoscopy (``lessons_lib.synth``) at 4:3 with the shorter side of the chapter's prepared cache,
+written as ``prepare`` writes them (JPEG quality 95, 0/255 PNG mask) and kept under
+``<cache>/bench/``. Measured, in images per second:
 
 * what one loader worker delivers: decoding, resizing to the input size and collating (the
   batch transforms replaced by nothing), on one thread as in a ``DataLoader`` worker process;
@@ -14,12 +15,14 @@ and kept under ``<cache>/bench/``. Measured, in images per second:
 * what the GPU step needs: the assumed GPU's sustained FLOP/s (``lessons_lib.cost``: an A100's
   fp16 tensor-core peak at 30 %) over the FLOPs of one training image at that size.
 
-Workers needed = ceil(needed / one worker's rate).
+Workers needed = ceil(needed / one worker's rate); the row also shows the recipe's
+``loader_workers``, the number the chapter trains with.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -66,10 +69,9 @@ def measure_loader(chapter, size: tuple[int, int], bs: int, n: int) -> tuple[flo
     from lessons_lib.training import segmentation_dls
 
     pairs = prepared_images(chapter.prepare_size, n)
-    normalize = {} if chapter.imagenet else {"normalize": None}
     dls = segmentation_dls(
-        pairs, pairs[:bs], size, bs, aug=chapter.aug(), extra_tfms=chapter.extra_tfms(),
-        num_workers=0, seed=0, **normalize,
+        pairs, pairs[:bs], size, bs, aug=chapter.augmentation(),
+        extra_tfms=chapter.input_transforms(), normalize=chapter.normalize, num_workers=0, seed=0,
     )  # fmt: skip
     dl = dls.train
     images = len(dl) * bs
@@ -86,14 +88,19 @@ def measure_loader(chapter, size: tuple[int, int], bs: int, n: int) -> tuple[flo
     return images / items, images / max(full - items, 1e-9)
 
 
-def run(n: int = 64) -> list[dict]:
-    """Rows per chapter and resolution: worker rate, batch transforms, GPU need, workers."""
+def run(n: int = 64, names: list[str] | None = None) -> list[dict]:
+    """Rows per chapter and resolution: worker rate, batch transforms, GPU need, workers.
+
+    Args:
+        n: Prepared images read per epoch (at least 3 batches).
+        names: Chapter ids (default: every chapter).
+    """
     from chapters import chapters
 
     sustained = GPU.peak_flops(True) * EFFICIENCY
     gpu = f"{GPU.name.removeprefix('NVIDIA ')} fp16 at {EFFICIENCY:.0%}"
     rows = []
-    for chapter in chapters():
+    for chapter in chapters(names):
         net = chapter.build()
         for size, bs in chapter.stages:
             shape = (2, chapter.in_channels, *size)  # 2: training-mode batch norm
@@ -105,7 +112,11 @@ def run(n: int = 64) -> list[dict]:
                 _row(f"{label} one loader worker (decode, resize, collate)", worker, "images/s"),
                 _row(f"{label} batch transforms on the CPU (a GPU runs them)", batch, "images/s"),
                 _row(f"{label} the GPU step needs ({gpu})", needed, "images/s"),
-                _row(f"{label} loader workers needed", workers, "workers"),
+                _row(
+                    f"{label} loader workers needed (the recipe's: {chapter.loader_workers})",
+                    workers,
+                    "workers",
+                ),
             ]
     return rows
 
@@ -117,4 +128,4 @@ def _row(name: str, value: float, unit: str) -> dict:
 if __name__ == "__main__":
     from table import print_table
 
-    print_table(run())
+    print_table(run(names=sys.argv[1:] or None))

@@ -1,27 +1,25 @@
-"""The chapters' full profiles as the benchmarks need them: network, input sizes, augmentation.
+"""The chapters' full profiles as the benchmarks need them, read from each chapter's recipe.
 
-Sizes, batch sizes and network settings are read from each notebook's ``PROFILES["full"]``;
-the network's registry arguments and the data pipeline (augmentation and batch transforms)
-mirror the chapter's own cells, which remain the reference.
+Nothing about a chapter is written here: the network (registry name and arguments), the training
+stages (input size and batch size), the augmentation, the input transforms, the normalisation,
+the input channels and the worker counts all come from the chapter's recipe
+(``lessons_lib/recipes/<module>.py``, :func:`lessons_lib.recipes.get_recipe`) with its full
+profile's values (``R.profile("full")``), so that changing a recipe changes the benchmarks, the
+notebook and the cost estimate alike.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+if TYPE_CHECKING:
+    from lessons_lib.recipes import Recipe
 
-
-def full_profile(chapter: str) -> dict:
-    """``PROFILES["full"]`` of ``notebooks/<chapter>.ipynb``."""
-    notebook = json.loads((NOTEBOOKS / f"{chapter}.ipynb").read_text())
-    sources = ("".join(cell["source"]) for cell in notebook["cells"])
-    namespace: dict = {}
-    exec(next(s for s in sources if s.startswith("PROFILES = ")), namespace)
-    return namespace["PROFILES"]["full"]
+PROFILE = "full"
+"""The profile the benchmarks measure."""
 
 
 @dataclass
@@ -29,114 +27,91 @@ class Chapter:
     """One chapter's full profile: its network and how it trains.
 
     Args:
-        chapter: Notebook stem.
-        model: Registry name and keyword arguments of the network.
-        stages: ``((height, width), batch size)`` of each training resolution.
-        prepare_size: Shorter side of the prepared cache the loaders read.
-        aug: Builds the training augmentation (fastai batch transforms).
-        extra_tfms: Builds the further batch transforms (colour channels, standardisation).
-        imagenet: Normalise with ImageNet statistics (``segmentation_dls``'s default).
-        in_channels: Network input channels.
+        chapter: Notebook stem (the recipe's ``chapter``).
+        recipe: The chapter's recipe (:class:`lessons_lib.recipes.Recipe`).
+        params: The profile's values (``recipe.profile("full")``), as a notebook's ``P``.
+        model: Registry name and keyword arguments of the network (``recipe.network``, without
+            downloading pretrained weights: ``recipe.cost_overrides``).
+        stages: ``((height, width), batch size)`` of each distinct training configuration of
+            ``recipe.cost_stages`` (stages that train no image left out).
+        prepare_size: Shorter side of the prepared cache the loaders read: the largest shorter
+            side of the stages' inputs (what each notebook passes to ``get_data``).
+        in_channels: Network input channels (``recipe.in_channels``).
+        normalize: ``(mean, std)`` per channel, or ``None`` (``recipe.normalize``).
     """
 
     chapter: str
+    recipe: Recipe
+    params: SimpleNamespace
     model: tuple[str, dict]
     stages: list[tuple[tuple[int, int], int]]
     prepare_size: int
-    aug: Callable[[], list] = list
-    extra_tfms: Callable[[], list] = list
-    imagenet: bool = True
-    in_channels: int = 3
+    in_channels: int
+    normalize: tuple | None
 
-    def build(self):
-        """The network on the ``meta`` device (shapes only)."""
+    @property
+    def loader_workers(self) -> int | None:
+        """DataLoader processes the profile trains with (``None``: 0 on a CPU, up to 8 on a
+        GPU)."""
+        return self.params.loader_workers
+
+    @property
+    def prepare_workers(self) -> int:
+        """Processes the profile prepares the dataset with."""
+        return self.params.prepare_workers
+
+    def augmentation(self) -> list:
+        """The training augmentation (fresh fastai batch transforms, ``recipe.augmentation``)."""
+        return list(self.recipe.augmentation(self.params))
+
+    def input_transforms(self) -> list:
+        """The further batch transforms (fresh, ``recipe.input_transforms``)."""
+        return list(self.recipe.input_transforms(self.params))
+
+    def build(self, device: str = "meta"):
+        """The network with random weights on ``device`` (``meta``: shapes only)."""
         import torch
 
         from lessons_lib.models import build_model
 
         name, kwargs = self.model
-        with torch.device("meta"):
+        with torch.device(device):
             return build_model(name, **kwargs)
 
 
-def chapters() -> list[Chapter]:
-    """The five chapters' full profiles."""
-    from fastai.vision.augment import Dihedral, aug_transforms
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
-    from lessons_lib.transforms import (
-        CDNNChannels,
-        PerImageStandardize,
-        RandomChannelContrast,
-        geometric_augment,
-    )
 
-    p0, p1, p2, p3, p4 = (
-        full_profile(c)
-        for c in (
-            "000_lesionseg",
-            "001_cdnn29",
-            "002_resnet34_unet",
-            "003_slsdeep",
-            "004_vgg16_fcn",
-        )
-    )
-    contrast = [RandomChannelContrast] if p1["contrast_aug"] else []
-    return [
-        Chapter(
-            "000_lesionseg",
-            ("lesionseg", dict(n_out=2, reading=p0["reading"], upsample=p0["upsample"])),
-            [((p0["size"],) * 2, p0["batch_size"])],
-            p0["size"],
-            aug=lambda: [Dihedral(p=1.0)],
-            extra_tfms=lambda: [PerImageStandardize()],
-            imagenet=False,
-        ),
-        Chapter(
-            "001_cdnn29",
-            ("cdnn29", dict(in_channels=7 if p1["channels"] == "rgbhsvl" else 3)),
-            [(tuple(p1["size"]), p1["batch_size"])],
-            p1["size"][0],
-            aug=geometric_augment,
-            extra_tfms=lambda: [CDNNChannels(p1["channels"])] + [t() for t in contrast],
-            imagenet=False,
-            in_channels=7 if p1["channels"] == "rgbhsvl" else 3,
-        ),
-        Chapter(
-            "002_resnet34_unet",
-            ("resnet34_unet", dict(n_out=1, img_size=(p2["sizes"][0],) * 2)),
-            [((s, s), bs) for s, bs in zip(p2["sizes"], p2["batch_size"], strict=True)],
-            max(p2["sizes"]),
-            aug=lambda: aug_transforms(
-                max_rotate=10.0, max_lighting=0.2, flip_vert=True, max_zoom=1.0, max_warp=0.0
-            ),
-        ),
-        Chapter(
-            "003_slsdeep",
-            ("slsdeep", dict(n_out=2, ppn_width=p3["ppn_width"], skips=p3["skips"])),
-            [((p3["size"],) * 2, p3["batch_size"])],
-            p3["size"],
-            aug=lambda: aug_transforms(
-                max_rotate=p3["max_rotate"],
-                min_zoom=p3["min_zoom"],
-                max_zoom=p3["max_zoom"],
-                do_flip=False,
-                max_lighting=0.0,
-                max_warp=0.0,
-                p_affine=1.0,
-                pad_mode="zeros",
-            ),
-        ),
-        Chapter(
-            "004_vgg16_fcn",
-            ("vgg16_fcn", dict(n_out=2, fusion=p4["fusion"], deconv_init=p4["deconv_init"])),
-            [((p4["size"],) * 2, p4["batch_size"])],
-            p4["size"],
-            aug=lambda: (
-                aug_transforms(
-                    flip_vert=True, max_rotate=10.0, max_zoom=1.0, max_lighting=0.0, max_warp=0.0
-                )
-                if p4["augment"]
-                else []
-            ),
-        ),
+def chapter(name: str, profile: str = PROFILE) -> Chapter:
+    """The :class:`Chapter` of ``name`` (a notebook stem) from its recipe's ``profile``."""
+    from lessons_lib.recipes import get_recipe
+
+    R = get_recipe(name)  # noqa: N806 -- the chapters' name for the recipe
+    P = R.profile(profile)  # noqa: N806
+    registry_name, kwargs = R.network(P)
+    stages = [
+        (_hw(stage.size), stage.batch_size)
+        for stage in R.cost_stages(P, R.splits(P))
+        if stage.images_trained > 0  # e.g. a stage of 0 epochs
     ]
+    stages = list(dict.fromkeys(stages))  # the learning-rate finder repeats a stage's pipeline
+    if not stages:
+        raise ValueError(f"{name}: the {profile} profile's recipe trains no stage")
+    return Chapter(
+        chapter=R.chapter,
+        recipe=R,
+        params=P,
+        model=(registry_name, {**kwargs, **R.cost_overrides(P)}),
+        stages=stages,
+        prepare_size=max(min(hw) for hw, _ in stages),
+        in_channels=R.in_channels(P),
+        normalize=R.normalize(P),
+    )
+
+
+def chapters(names: Iterable[str] | None = None, profile: str = PROFILE) -> list[Chapter]:
+    """The chapters' full profiles (``names``: chapter ids; default every chapter, in order)."""
+    from lessons_lib.recipes import CHAPTERS
+
+    return [chapter(name, profile) for name in (CHAPTERS if names is None else names)]

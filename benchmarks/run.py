@@ -6,7 +6,11 @@ two sides timed in turns, so that it holds on a shared, noisy machine. The exit 
 only when every row with a target meets it: the scorer at least 3x the official
 ``isic-challenge-scoring`` with identical numbers, ``prepare`` at least 5x naive decoding, and
 the synthetic generator's rates. The input-pipeline and model rows are measurements without
-targets (workers each chapter needs, CPU inference against this machine's matmul speed).
+targets (workers each chapter needs, CPU inference against this machine's matmul speed), for
+each chapter as its recipe's full profile declares it (``chapters.py``).
+
+``python benchmarks/run.py pipeline models --chapter 002_resnet34_unet`` runs only the named
+benchmarks (synth, prepare, score, pipeline, models) for only the named chapters.
 """
 
 from __future__ import annotations
@@ -17,18 +21,41 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def main() -> int:
-    import bench_models
-    import bench_pipeline
-    import bench_prepare
-    import bench_score
-    import bench_synth
+BENCHMARKS = ("synth", "prepare", "score", "pipeline", "models")
+"""The benchmarks, in the order they run (module ``bench_<name>``)."""
+PER_CHAPTER = ("pipeline", "models")
+"""The benchmarks that measure each chapter (their ``run`` takes ``names``)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import importlib
+
     from table import print_table
 
+    from lessons_lib.recipes import CHAPTERS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "benchmarks", nargs="*", metavar="BENCHMARK", help=f"{', '.join(BENCHMARKS)}; default: all"
+    )
+    parser.add_argument(
+        "--chapter",
+        action="append",
+        dest="chapters",
+        choices=list(CHAPTERS),
+        metavar="CHAPTER",
+        help="a chapter id (repeatable) for the pipeline and model rows; default: every chapter",
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     rows = []
-    for bench in (bench_synth, bench_prepare, bench_score, bench_pipeline, bench_models):
+    for name in args.benchmarks or BENCHMARKS:
+        bench = importlib.import_module(f"bench_{name}")
         print(f"running {bench.__name__} ...", file=sys.stderr, flush=True)
-        rows += bench.run()
+        rows += bench.run(names=args.chapters) if name in PER_CHAPTER else bench.run()
     print_table(rows)
     return 0 if all(r["ok"] for r in rows) else 1
 

@@ -1,9 +1,10 @@
 """What every chapter notebook does at its start and end (the chapter contract).
 
-* :func:`resolve_params` (from :mod:`lessons_lib.params`) merges a chapter's ``PROFILES``
-  (``smoke``: CPU, synthetic data, tiny sizes; ``full``: the paper's settings) with the
-  papermill parameters a user passed (``None`` means "the profile's value"), checking and
-  converting each by the profiles' types and ranges (:class:`ParameterError`).
+* the chapter's recipe (:mod:`lessons_lib.recipes`) declares every parameter once;
+  ``recipe.resolve(profile, globals())`` (:func:`lessons_lib.params.resolve`) merges the
+  profile's values (``smoke``: CPU, synthetic data, tiny sizes; ``full``: the paper's settings)
+  with the papermill parameters a user passed (``None`` means "the profile's value"), checking
+  and converting each against its declaration (:class:`ParameterError`).
 * :func:`setup` seeds everything, picks the device and prints the environment.
 * :func:`get_data` generates the synthetic dataset or finds the real one, and prepares it.
 * :class:`Run` writes ``metrics.json`` (:class:`lessons_lib.record.RunRecord`), per-image CSVs,
@@ -31,7 +32,7 @@ import torch
 from lessons_lib.atomic import cache_dir, jsonable, temp_destination, write_json, write_with
 from lessons_lib.data.prepare import PreparedData, prepare
 from lessons_lib.errors import DataError
-from lessons_lib.params import ParameterError, resolve_params
+from lessons_lib.params import ParameterError
 from lessons_lib.record import Result, RunRecord, comparison_table
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "get_data",
     "git_revision",
     "read_run_params",
-    "resolve_params",
     "runs_dir",
     "setup",
 ]
@@ -407,7 +407,7 @@ class Run:
     def add_result(
         self,
         name: str,
-        split: str,
+        evaluated_on: str,
         per_image: pd.DataFrame,
         summary: dict,
         reported: dict | None = None,
@@ -418,7 +418,7 @@ class Run:
 
         Args:
             name: Evaluation name (e.g. ``"random_500"``); also the CSV's name.
-            split: Which images, in words (e.g. ``"ISIC 2018 official validation"``).
+            evaluated_on: Which images, in words (e.g. ``"ISIC 2018 official validation"``).
             per_image: DataFrame of per-image scores.
             summary: Metric means, pooled scores and ``n_images``.
             reported: The paper's numbers for the same evaluation.
@@ -426,7 +426,7 @@ class Run:
             **details: Kept in the result's ``details``.
         """
         write_with(self.out / f"per_image_{name}.csv", lambda p: per_image.to_csv(p))
-        result = Result(name, split, dict(summary), dict(reported or {}), method, details)
+        result = Result(name, evaluated_on, dict(summary), dict(reported or {}), method, details)
         self.results = [r for r in self.results if r.name != name] + [result]
         return result
 

@@ -97,7 +97,8 @@ class Param:
         name: The papermill parameter's name.
         kind: One of :data:`KINDS` (of each element, for a list).
         meaning: One line: what it does (shown by ``papermill --help-notebook``, the recipe
-            table and error messages). No ``=`` (papermill's parser stops at one).
+            table and error messages). No ``=`` (papermill's parser stops at one), and
+            ``name = None  # meaning`` fits 100 characters (the parameters cell's line).
         values: The value in each profile of :data:`PROFILES` (and any further profile).
         paper: The paper's value; :data:`NOT_GIVEN` when the paper gives none.
         shape: ``()`` for one value; ``("stage",)`` for one value per training stage (all
@@ -137,6 +138,11 @@ class Param:
             raise ValueError(
                 f"Param {self.name}: the meaning must be one line without '=' (papermill's "
                 f"--help-notebook stops at it): {self.meaning!r}"
+            )
+        if len(f"{self.name} = None  # {self.meaning}") > 100:
+            raise ValueError(
+                f"Param {self.name}: the meaning must fit the parameters cell's 100-character "
+                f"line: {self.meaning!r}"
             )
         missing = [p for p in PROFILES if p not in self.values]
         if missing:
@@ -208,7 +214,9 @@ class Param:
                 return value
             raise _Mismatch(f"{where} is not True/False")
         if kind in ("int", "float"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool):
+                raise _Mismatch(f"{where} is True/False")
+            if not isinstance(value, (int, float)):
                 raise _Mismatch(f"{where} is of type {type(value).__name__}")
             if kind == "int" and isinstance(value, float):
                 raise _Mismatch(f"{where} is a float, not an int")
@@ -308,10 +316,12 @@ def injected_names(namespace: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _hint(param: Param) -> str:
+def _hint(param: Param, value: Any) -> str:
     if param.shape:
         example = json.dumps(jsonable(param.values[PROFILES[-1]]))
         return f"; on the command line: -p {param.name} {json.dumps(example)}"
+    if param.kind == "path" and not isinstance(value, str):
+        return f"; on the command line pass a path as text: -r {param.name} {value}"
     return ""
 
 
@@ -396,7 +406,7 @@ def resolve(
             params[param.name] = None
             problems[param.name] = (
                 f"parameter {param.name} ({param.meaning}): expected {param.expects()}; "
-                f"got {value!r} ({why}){_hint(param)}"
+                f"got {value!r} ({why}){_hint(param, value)}"
             )
     staged = [p.name for p in declared if p.shape[:1] == ("stage",) and p.name not in problems]
     lengths = {n: len(params[n]) for n in staged if params[n] is not None}

@@ -19,8 +19,9 @@ import pandas as pd
 
 from lessons_lib.atomic import write_json
 
-SCHEMA_VERSION = 1
-"""Version of the ``metrics.json`` schema; raise it whenever a field changes meaning."""
+SCHEMA_VERSION = 2
+"""Version of the ``metrics.json`` schema; raise it whenever a field changes meaning (2: a
+result's ``split`` is named ``evaluated_on``, what it is: which images, in words)."""
 
 REPORTED_METRICS = (
     "jaccard",
@@ -58,7 +59,8 @@ class Result:
 
     Args:
         name: Evaluation id, e.g. ``"test_ensemble"``; also names ``per_image_<name>.csv``.
-        split: Which images, in words (e.g. ``"ISIC 2017 test set (600 images)"``).
+        evaluated_on: Which images the evaluation scored, in words (e.g. ``"ISIC 2017 test set
+            (600 images)"``).
         metrics: Metric means, pooled scores and ``n_images``
             (:meth:`lessons_lib.metrics.SegmentationScorer.summary`).
         reported: The paper's numbers for the same evaluation (empty if it reports none).
@@ -67,7 +69,7 @@ class Result:
     """
 
     name: str
-    split: str
+    evaluated_on: str
     metrics: dict[str, float]
     reported: dict[str, float] = field(default_factory=dict)
     method: str | None = None
@@ -169,9 +171,9 @@ class RunRecord:
             if not isinstance(r, Mapping) or not isinstance(r.get("metrics"), Mapping):
                 raise RecordError(f"{source}: result {i} has no 'metrics' mapping")
             extra = sorted(set(r) - result_names)
-            if extra or not {"name", "split"} <= set(r):
+            if extra or not {"name", "evaluated_on"} <= set(r):
                 raise RecordError(
-                    f"{source}: result {i} needs name, split and metrics"
+                    f"{source}: result {i} needs name, evaluated_on and metrics"
                     + (f"; unknown field(s) {', '.join(extra)}" if extra else "")
                 )
             for name in ("reported", "details"):
@@ -203,8 +205,8 @@ def comparison_rows(
 ) -> pd.DataFrame:
     """Our scores beside the paper's, long form: one row per (evaluation, metric).
 
-    Columns ``evaluation, split, metric, ours, paper, ours - paper``; ``paper`` is NaN where the
-    paper reports no such number.
+    Columns ``evaluation, evaluated on, metric, ours, paper, ours - paper``; ``paper`` is NaN
+    where the paper reports no such number.
     """
     rows = []
     for r in results:
@@ -214,13 +216,13 @@ def comparison_rows(
             rows.append(
                 {
                     "evaluation": r.name,
-                    "split": r.split,
+                    "evaluated on": r.evaluated_on,
                     "metric": metric,
                     "ours": float("nan") if ours is None else float(ours),
                     "paper": float("nan") if paper is None else float(paper),
                 }
             )
-    frame = pd.DataFrame(rows, columns=["evaluation", "split", "metric", "ours", "paper"])
+    frame = pd.DataFrame(rows, columns=["evaluation", "evaluated on", "metric", "ours", "paper"])
     frame["ours - paper"] = frame["ours"] - frame["paper"]
     return frame
 

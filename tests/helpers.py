@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lessons_lib.training.optim import AdamSpec
+
 # The shared synthetic dataset (conftest's ``synthetic_root`` / ``synthetic_data``): what
 # ``chapter.get_data("synthetic", None, SYNTH_PREPARE_SIZE, synth=SYNTH, seed=SYNTH_SEED,
 # workers=1)`` generates (8 training, 2 validation, 2 test images about 64 px wide) and prepares.
@@ -14,6 +16,12 @@ SYNTH = {"n": 8, "size": 64}
 SYNTH_COUNTS = {"train": 8, "valid": 2, "test": 2}  # what make_dataset's defaults give for n=8
 SYNTH_SEED = 3  # not get_data's default, so tests see that the seed is passed through
 SYNTH_PREPARE_SIZE = 48
+
+# The optimiser of the library's tests (a chapter's comes from its recipe): fastai's Adam, written
+# out, so that tests train as they did before optimisers had to be declared.
+ADAM = AdamSpec(
+    beta1=0.9, beta2=0.99, eps=1e-5, weight_decay=0.01, decoupled=True, decay_bn_and_bias=False
+)
 
 
 def write_pair(image: Path, mask: Path, w: int = 40, h: int = 30, seed: int = 0) -> None:

@@ -20,21 +20,19 @@ import torch
 from conftest import CHAPTERS
 
 from lessons_lib import chapter
-from lessons_lib.chapter import ParameterError, Run, RunFolderError, resolve_params
+from lessons_lib.chapter import ParameterError, Run, RunFolderError
 from lessons_lib.errors import DataError
 from lessons_lib.models import pretrained as pretrained_module
+from lessons_lib.params import Param, resolve
+from lessons_lib.recipes import get_recipe
 
 NOTEBOOKS = {path.stem: path for path in CHAPTERS}
 CHAPTER = "002_resnet34_unet"
 
 
-def profiles_of(stem: str) -> dict:
-    """A chapter's ``PROFILES``, read from its notebook."""
-    nb = nbformat.read(NOTEBOOKS[stem], as_version=4)
-    cell = next(c for c in nb.cells if c.source.startswith("PROFILES = "))
-    namespace: dict = {}
-    exec(cell.source, namespace)
-    return namespace["PROFILES"]
+def resolve_params(stem: str, profile: str, given: dict):
+    """A chapter's parameters as its first cell resolves them (``R.resolve``)."""
+    return get_recipe(stem).resolve(profile, given)
 
 
 def prepare(stem: str, tmp_path: Path, parameters: dict | None = None, cli: list | None = None):
@@ -60,11 +58,12 @@ def prepare(stem: str, tmp_path: Path, parameters: dict | None = None, cli: list
 
 def run_opening(nb) -> dict:
     """Execute a chapter's code cells up to and including the one making its ``chapter.Run``:
-    the parameters, ``PROFILES``, imports, ``resolve_params``, ``setup`` and ``Run``."""
-    namespace: dict = {}
+    the parameters, imports, ``R.resolve``, ``setup`` and ``Run``."""
+    namespace: dict = {"In": [""]}  # IPython keeps each executed cell's source in ``In``
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
+        namespace["In"].append(cell.source)
         exec(compile(cell.source, "<cell>", "exec"), namespace)
         if "chapter.Run(" in cell.source:
             return namespace
@@ -109,7 +108,7 @@ def test_one_stage_through_yaml_with_exponent_learning_rates(tmp_path: Path, run
 
 
 def test_readme_example_as_the_string_papermill_passes() -> None:
-    p = resolve_params(profiles_of(CHAPTER), "smoke", {"epochs": "[2, 1]", "seed": 1})
+    p = resolve_params(CHAPTER, "smoke", {"epochs": "[2, 1]", "seed": 1})
     assert p.epochs == (2, 1) and p.sizes == (64, 128) and p.seed == 1
 
 
@@ -125,6 +124,10 @@ def test_readme_example_as_the_string_papermill_passes() -> None:
         ("004_vgg16_fcn", {"momentum": 1.5}, ["parameter momentum", "in [0, 1)", "got 1.5"]),
         ("data_and_metrics", {"work_size": 0}, ["parameter work_size", ">= 1", "got 0"]),
         ("data_and_metrics", {"dataset": "isic2019"}, ["parameter dataset", "got 'isic2019'"]),
+        ("000_lesionseg", {"size": 63}, ["parameter size", "a multiple of 8", "got 63"]),
+        ("000_lesionseg", {"opening": "bogus"}, ["parameter opening", "'cross'", "got 'bogus'"]),
+        (CHAPTER, {"epoch": 1}, ["parameter epoch", "did you mean epochs?"]),
+        ("003_slsdeep", {"batch_size": 1}, ["parameter batch_size", "an int >= 2", "got 1"]),
     ],
 )
 def test_a_wrong_parameter_stops_the_first_cell_and_makes_no_run_folder(
@@ -141,14 +144,14 @@ def test_a_wrong_parameter_stops_the_first_cell_and_makes_no_run_folder(
 @pytest.mark.parametrize("stem", sorted(NOTEBOOKS))
 def test_every_chapter_resolves_both_profiles(stem: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(pretrained_module, "download_problem", lambda url, timeout=5.0: None)
-    profiles = profiles_of(stem)
-    smoke = resolve_params(profiles, "smoke", {"seed": 0})
-    assert {k: getattr(smoke, k) for k in profiles["smoke"]} == profiles["smoke"]
-    full = resolve_params(profiles, "full", {"data_dir": str(tmp_path), "seed": 0})
+    recipe = get_recipe(stem)
+    smoke = recipe.resolve("smoke", {})
+    assert vars(smoke) == vars(recipe.profile("smoke"))
+    full = recipe.resolve("full", {"data_dir": str(tmp_path)})
     assert full.profile == "full" and full.data_dir == str(tmp_path)
     # every profile value given back explicitly (as -y would) is accepted unchanged
-    again = resolve_params(profiles, "full", {**profiles["full"], "data_dir": str(tmp_path)})
-    assert vars(again) == vars(full) | {"seed": None}
+    given = {**vars(recipe.profile("full")), "data_dir": str(tmp_path)}
+    assert vars(recipe.resolve("full", given)) == vars(full)
 
 
 @pytest.mark.parametrize(
@@ -161,11 +164,11 @@ def test_every_chapter_resolves_both_profiles(stem: str, tmp_path: Path, monkeyp
         ),
         ({"epochs_frozen": "[0, 0]"}, {"epochs_frozen": (0, 0)}),  # 0: the profile has a 0
         ({"n_valid": "4", "pretrained": "False"}, {"n_valid": 4, "pretrained": False}),
-        ({"workers": None, "n_synth": None}, {"workers": 1, "n_synth": 32}),  # None: profile's
+        ({"prepare_workers": None, "n_synth": None}, {"prepare_workers": 1, "n_synth": 32}),
     ],
 )
 def test_text_and_lists_are_converted_to_the_profile_types(given: dict, expected: dict) -> None:
-    p = resolve_params(profiles_of(CHAPTER), "smoke", given)
+    p = resolve_params(CHAPTER, "smoke", given)
     assert {k: getattr(p, k) for k in expected} == expected
 
 
@@ -181,7 +184,7 @@ def test_text_and_lists_are_converted_to_the_profile_types(given: dict, expected
 )
 def test_the_ablation_runs_parameters_are_accepted(stem: str, given: dict) -> None:
     """The parameters the chapters' papermill tests and ablations pass (0 where 0 is meant)."""
-    p = resolve_params(profiles_of(stem), "smoke", given)
+    p = resolve_params(stem, "smoke", given)
     assert {k: getattr(p, k) for k in given} == {
         k: tuple(v) if isinstance(v, list) else v for k, v in given.items()
     }
@@ -195,22 +198,22 @@ def test_a_different_number_of_stages_is_fine_when_every_stage_parameter_agrees(
         "batch_size": "[4]",
         "lrs": "[[1e-5, 1e-4, 1e-3]]",
     }
-    p = resolve_params(profiles_of(CHAPTER), "smoke", one_stage)
+    p = resolve_params(CHAPTER, "smoke", one_stage)
     assert (p.sizes, p.epochs, p.lrs) == ((96,), (2,), ((1e-5, 1e-4, 1e-3),))
     with pytest.raises(ParameterError, match="one value per stage each") as err:
-        resolve_params(profiles_of(CHAPTER), "smoke", {"sizes": "[96]"})
+        resolve_params(CHAPTER, "smoke", {"sizes": "[96]"})
     assert "sizes 1, epochs_frozen 2, epochs 2, batch_size 2, lrs 2" in str(err.value)
 
 
 def test_every_wrong_parameter_is_listed_at_once() -> None:
     given = {"batch_size": [0, 4], "sizes": [-1, 64], "seed": -1, "lrs": "[[1e-3, 1e-2]] * 2"}
     with pytest.raises(ParameterError) as err:
-        resolve_params(profiles_of(CHAPTER), "smoke", given)
+        resolve_params(CHAPTER, "smoke", given)
     assert set(err.value.problems) == {"batch_size", "sizes", "seed", "lrs"}
     text = str(err.value)
     assert text.startswith("4 wrong parameters:")
     assert "batch_size[0] is out of range" in text and "sizes[0] is out of range" in text
-    assert "parameter seed: expected an int in [0, 4294967295]" in text
+    assert "parameter seed (" in text and "expected an int in [0, 4294967295]; got -1" in text
     assert 'on the command line: -p lrs "[[0.0001, 0.001, 0.01], [0.0005, 0.005, 0.05]]"' in text
 
 
@@ -220,17 +223,17 @@ def test_every_wrong_parameter_is_listed_at_once() -> None:
         ({"lrs": "[[1e-3, 1e-2], [1e-4, 1e-3]]"}, ["lrs[0] has 2 value(s), not 3"]),
         ({"sizes": "[64.5, 128]"}, ["sizes[0] is a float, not an int"]),
         ({"n_valid": True}, ["n_valid is True/False", "expected an int >= 1"]),
-        ({"pretrained": 1}, ["expected True or False or a path", "got 1"]),
+        ({"pretrained": 1}, ["expected True, False or the path of a state_dict file", "got 1"]),
         ({"sizes": "64, 128]"}, ["not a literal value", "no code is run"]),
         ({"sizes": "[]"}, ["sizes is empty"]),
         ({"lrs": [[float("nan"), 1, 1], [1, 1, 1]]}, ["lrs[0][0] is not finite"]),
-        ({"dataset": 2017}, ["parameter dataset: expected a string", "got 2017"]),
-        ({"data_dir": 2017}, ["parameter data_dir: expected a path", "-r data_dir 2017"]),
+        ({"dataset": 2017}, ["parameter dataset", "expected one of 'isic2016'", "got 2017"]),
+        ({"data_dir": 2017}, ["parameter data_dir", "expected a path", "-r data_dir 2017"]),
     ],
 )
 def test_wrong_types_are_named(given: dict, words: list) -> None:
     with pytest.raises(ParameterError) as err:
-        resolve_params(profiles_of(CHAPTER), "smoke", given)
+        resolve_params(CHAPTER, "smoke", given)
     assert err.value.name == next(iter(given))
     for word in words:
         assert word in str(err.value)
@@ -240,30 +243,48 @@ def test_text_is_never_run_as_code(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     code = f"__import__('pathlib').Path({str(marker)!r}).touch() or [1, 1]"
     with pytest.raises(ParameterError, match="not a literal value"):
-        resolve_params(profiles_of(CHAPTER), "smoke", {"epochs": code})
+        resolve_params(CHAPTER, "smoke", {"epochs": code})
     assert not marker.exists()
 
 
-def test_int_for_float_and_dict_text() -> None:
-    profiles = {
-        "smoke": {"lr": 1e-3, "aug": {"p": 0.5}, "epochs_frozen": 0, "epochs": 0},
-        "full": {"lr": 1e-2, "aug": {"p": 0.5}, "epochs_frozen": 1, "epochs": 5},
-    }
-    p = resolve_params(profiles, "smoke", {"lr": 1, "aug": "{'p': 0.2}", "epochs": 2})
-    assert (p.lr, p.aug, p.epochs) == (1.0, {"p": 0.2}, 2) and isinstance(p.lr, float)
+def test_int_for_float_and_at_least_one_epoch() -> None:
+    declared = [
+        Param("lr", "float", "rate", {"smoke": 1e-3, "full": 1e-2}, low=0, low_open=True),
+        Param("epochs_frozen", "int", "f", {"smoke": 0, "full": 1}, low=0, role="epochs"),
+        Param("epochs", "int", "e", {"smoke": 0, "full": 5}, low=0, role="epochs"),
+    ]
+    p = resolve(declared, "smoke", {"lr": 1, "epochs": 2})
+    assert (p.lr, p.epochs) == (1.0, 2) and isinstance(p.lr, float)
     with pytest.raises(ParameterError, match="at least one training epoch") as err:
-        resolve_params(profiles, "full", {"epochs_frozen": 0, "epochs": "0"})
+        resolve(declared, "full", {"epochs_frozen": 0, "epochs": "0"})
     assert "epochs_frozen=0, epochs=0" in str(err.value)
 
 
+def test_a_declaration_that_does_not_fit_its_own_profiles_is_refused() -> None:
+    with pytest.raises(ValueError, match="profile smoke's value 63 does not fit"):
+        Param("size", "int", "side", {"smoke": 63, "full": 64}, multiple_of=8)
+    with pytest.raises(ValueError, match="without '='"):
+        Param("size", "int", "side (the paper: size=448)", {"smoke": 64, "full": 448})
+    with pytest.raises(ValueError, match="no value for profile"):
+        Param("size", "int", "side", {"smoke": 64})
+
+
+def test_a_name_papermill_injected_that_the_chapter_lacks_stops_it() -> None:
+    """papermill only logs a warning for ``-p epoch 1``; the chapter reads its injected cell."""
+    injected = ["# Parameters (papermill)...\n", "# Parameters\nepoch = 1\nseed = 2\n"]
+    with pytest.raises(ParameterError) as err:
+        resolve_params(CHAPTER, "smoke", {"In": injected, "seed": 2})
+    assert list(err.value.problems) == ["epoch"] and "did you mean epochs?" in str(err.value)
+    assert resolve_params(CHAPTER, "smoke", {"In": injected[:1]}).seed == 0  # no papermill
+
+
 def test_profile_and_overwrite_are_checked() -> None:
-    profiles = profiles_of(CHAPTER)
-    with pytest.raises(ParameterError, match="parameter profile: expected one of full, smoke"):
-        resolve_params(profiles, "fast", {})
-    assert resolve_params(profiles, "smoke", {"overwrite": "True"}).overwrite is True
-    assert not hasattr(resolve_params(profiles, "smoke", {}), "overwrite")
-    with pytest.raises(ParameterError, match="parameter overwrite: expected True or False"):
-        resolve_params(profiles, "smoke", {"overwrite": "yes"})
+    with pytest.raises(ParameterError, match="parameter profile: expected one of smoke, full"):
+        resolve_params(CHAPTER, "fast", {})
+    assert resolve_params(CHAPTER, "smoke", {"overwrite": "True"}).overwrite is True
+    assert resolve_params(CHAPTER, "smoke", {}).overwrite is False
+    with pytest.raises(ParameterError, match="parameter overwrite .*expected True or False"):
+        resolve_params(CHAPTER, "smoke", {"overwrite": "yes"})
 
 
 # --- dataset and data_dir ----------------------------------------------------------------------
@@ -275,26 +296,27 @@ def test_an_unknown_dataset_is_named_with_or_without_data_dir(
 ) -> None:
     given = {"dataset": "isic_2017", "data_dir": str(tmp_path) if with_data_dir else None}
     with pytest.raises(ParameterError) as err:
-        resolve_params(profiles_of(CHAPTER), "smoke", given)
+        resolve_params(CHAPTER, "smoke", given)
     assert err.value.name == "dataset"
-    assert "got 'isic_2017' (unknown dataset)" in str(err.value)
-    assert "isic2016, isic2017, isic2018, ph2, folder, synthetic" in str(err.value)
+    assert "got 'isic_2017' (dataset is not a valid choice; did you mean 'isic2017'?)" in str(
+        err.value
+    )
+    assert "'isic2016', 'isic2017', 'isic2018', 'ph2', 'folder', 'synthetic'" in str(err.value)
 
 
 def test_data_dir_must_be_an_existing_folder(tmp_path: Path) -> None:
-    profiles = profiles_of(CHAPTER)
     missing = tmp_path / "isic2018"
     with pytest.raises(DataError, match="data_dir does not exist") as err:
-        resolve_params(profiles, "smoke", {"dataset": "isic2018", "data_dir": str(missing)})
+        resolve_params(CHAPTER, "smoke", {"dataset": "isic2018", "data_dir": str(missing)})
     assert err.value.path == missing and "fix: pass data_dir=" in str(err.value)
     (tmp_path / "archive.zip").write_bytes(b"PK")
     with pytest.raises(DataError, match="data_dir is a file, not a folder"):
         resolve_params(
-            profiles, "smoke", {"dataset": "isic2018", "data_dir": tmp_path / "archive.zip"}
+            CHAPTER, "smoke", {"dataset": "isic2018", "data_dir": tmp_path / "archive.zip"}
         )
     with pytest.raises(DataError, match="dataset='isic2018' needs data_dir"):
-        resolve_params(profiles, "smoke", {"dataset": "isic2018"})
-    p = resolve_params(profiles, "smoke", {"dataset": "isic2018", "data_dir": str(tmp_path)})
+        resolve_params(CHAPTER, "smoke", {"dataset": "isic2018"})
+    p = resolve_params(CHAPTER, "smoke", {"dataset": "isic2018", "data_dir": str(tmp_path)})
     assert (p.dataset, p.data_dir) == ("isic2018", str(tmp_path))
 
 
@@ -309,7 +331,6 @@ def test_data_dir_error_makes_no_run_folder(tmp_path: Path, runs: Path) -> None:
 
 
 def test_pretrained_path_must_hold_a_state_dict(tmp_path: Path) -> None:
-    profiles = profiles_of(CHAPTER)
     cases = {
         tmp_path / "missing.pth": "no such file",
         tmp_path: "is a folder",
@@ -320,12 +341,12 @@ def test_pretrained_path_must_hold_a_state_dict(tmp_path: Path) -> None:
     torch.save([1, 2, 3], tmp_path / "list.pth")
     for path, words in cases.items():
         with pytest.raises(ParameterError) as err:
-            resolve_params(profiles, "smoke", {"pretrained": str(path)})
+            resolve_params(CHAPTER, "smoke", {"pretrained": str(path)})
         assert err.value.name == "pretrained"
         assert f"parameter pretrained={str(path)!r}" in str(err.value) and words in str(err.value)
         assert "weights_only" not in str(err.value)
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "r34.pth")
-    p = resolve_params(profiles, "smoke", {"pretrained": str(tmp_path / "r34.pth")})
+    p = resolve_params(CHAPTER, "smoke", {"pretrained": str(tmp_path / "r34.pth")})
     assert p.pretrained == str(tmp_path / "r34.pth")
 
 
@@ -354,7 +375,7 @@ def test_pretrained_true_offline_fails_at_once_in_a_full_run(
 ) -> None:
     given = {"data_dir": str(tmp_path), "pretrained": True}
     with pytest.raises(ParameterError) as err:
-        resolve_params(profiles_of(CHAPTER), "full", given, weights=weights)
+        resolve(get_recipe(CHAPTER).params, "full", given, weights=weights)
     text = str(err.value)
     assert err.value.name == "pretrained" and text.startswith("parameter pretrained=True")
     assert "cannot be downloaded (URLError" in text and str(offline) in text
@@ -370,13 +391,13 @@ def test_pretrained_true_in_a_full_run_uses_the_cache_or_the_server(
     given = {"data_dir": str(tmp_path)}  # the full profile's pretrained=True
     offline.mkdir(parents=True)
     (offline / "resnet34-b627a593.pth").write_bytes(b"cached")
-    assert resolve_params(profiles_of(CHAPTER), "full", given, weights="resnet34").pretrained
+    assert resolve_params(CHAPTER, "full", given).pretrained
     monkeypatch.setattr(pretrained_module, "download_problem", lambda url, timeout=5.0: None)
-    assert resolve_params(profiles_of("003_slsdeep"), "full", given).pretrained is True
+    assert resolve_params("003_slsdeep", "full", given).pretrained is True
 
 
 def test_smoke_keeps_the_recorded_fallback_for_pretrained_true(offline: Path) -> None:
-    p = resolve_params(profiles_of(CHAPTER), "smoke", {"pretrained": True})
+    p = resolve_params(CHAPTER, "smoke", {"pretrained": True})
     assert p.pretrained is True  # the model warns and records the fallback in weights_source
 
 
@@ -507,3 +528,22 @@ def test_an_empty_existing_folder_is_used(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         Run(tmp_path, CHAPTER, "p", PARAMS, {})
     assert listing(tmp_path) == ["params.json"]
+
+
+def test_a_recipe_value_changed_in_the_library_reaches_the_notebook(
+    tmp_path: Path, runs: Path, monkeypatch
+) -> None:
+    """The notebook holds no value of its own: chapter 001's batch size changed in its recipe
+    (and nowhere else) is the batch size the chapter runs with and records."""
+    import dataclasses
+
+    recipe = get_recipe("001_cdnn29")
+    params = tuple(
+        dataclasses.replace(p, values={**p.values, "smoke": 3}) if p.name == "batch_size" else p
+        for p in recipe.params
+    )
+    monkeypatch.setattr(recipe, "params", params)
+    namespace = run_opening(prepare("001_cdnn29", tmp_path))
+    assert namespace["P"].batch_size == 3
+    recorded = json.loads((runs / "001_cdnn29" / "smoke-synthetic" / "params.json").read_text())
+    assert recorded["batch_size"] == 3

@@ -10,11 +10,18 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import CHAPTERS, NOTEBOOKS, papermill
+
+from lessons_lib.recipes import CHAPTERS as PAPER_CHAPTERS
+from lessons_lib.recipes import OTHER_CHAPTERS, get_recipe
+
+WITH_RECIPE = [nb for nb in NOTEBOOKS if nb.stem in {**PAPER_CHAPTERS, **OTHER_CHAPTERS}]
 
 OPENING = ("parameters", "profile", "seed", "out_dir")
 
@@ -25,8 +32,35 @@ def _params_cell(nb) -> str:
     return cells[0].source
 
 
-def test_there_are_notebooks() -> None:
-    assert any(nb.name.startswith("002_") for nb in NOTEBOOKS)
+def test_every_chapter_has_a_recipe() -> None:
+    assert sorted(nb.stem for nb in WITH_RECIPE) == sorted(nb.stem for nb in CHAPTERS)
+    assert sorted(PAPER_CHAPTERS) == sorted(nb.stem for nb in CHAPTERS if nb.stem[:3].isdigit())
+
+
+@pytest.mark.parametrize("path", WITH_RECIPE, ids=lambda p: p.stem)
+def test_parameters_cell_lists_exactly_the_recipes_parameters(path: Path) -> None:
+    """papermill needs the cell; the recipe holds the values: same names, same order, None."""
+    tree = ast.parse(_params_cell(nbformat.read(path, as_version=4)))
+    assigned = [(n.targets[0].id, ast.literal_eval(n.value)) for n in tree.body]
+    recipe = get_recipe(path.stem)
+    assert [name for name, _ in assigned] == ["profile", *(p.name for p in recipe.params)]
+    assert assigned[0][1] == "smoke"
+    assert [value for _, value in assigned[1:]] == [None] * len(recipe.params)
+
+
+@pytest.mark.parametrize("path", WITH_RECIPE, ids=lambda p: p.stem)
+def test_papermill_help_lists_every_parameter_with_its_meaning(path: Path) -> None:
+    """``papermill --help-notebook`` (which stops a comment at any '=') shows each meaning."""
+    out = subprocess.run(
+        [sys.executable, "-m", "papermill", "--help-notebook", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = {line.split()[0].rstrip(":") for line in out.splitlines() if line.startswith("  ")}
+    for param in get_recipe(path.stem).params:
+        assert param.name in lines, f"{param.name} missing from --help-notebook"
+        assert param.meaning in " ".join(out.split()), f"{param.name}'s meaning is cut"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -57,11 +91,11 @@ def test_import_cells_import(path: Path) -> None:
             exec(compile(ast.Module(body=imports, type_ignores=[]), path.name, "exec"), {})
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", WITH_RECIPE, ids=lambda p: p.stem)
 def test_chapter_id_is_the_file_stem(path: Path) -> None:
     text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
-    ids = re.findall(r'^CHAPTER = "([^"]+)"', text, flags=re.M)
-    assert ids in ([], [path.stem]), f"CHAPTER must be {path.stem!r}, got {ids}"
+    assert re.findall(r'get_recipe\("([^"]+)"\)', text) == [path.stem]
+    assert get_recipe(path.stem).chapter == path.stem
 
 
 @pytest.mark.notebooks
@@ -93,7 +127,7 @@ def test_papermill_parameters_override_the_profile(tmp_path: Path) -> None:
         "sizes": [32, 64],
         "epochs_frozen": [0, 0],
         "epochs": [1, 1],
-        "lr_find_iters": 5,
+        "lr_find_iters": 0,
         "seed": 3,
     }
     papermill(path, tmp_path / "o.ipynb", params)

@@ -21,7 +21,7 @@ from lessons_lib.record import (
 
 TEST = Result(
     name="test",
-    split="ISIC 2017 test set (600 images)",
+    evaluated_on="ISIC 2017 test set (600 images)",
     metrics={"jaccard": 0.75, "dice": 0.84, "accuracy": 0.93, "n_images": 600},
     reported={"jaccard": 0.765, "accuracy": 0.934},
     method=None,
@@ -103,8 +103,14 @@ def edited(edit) -> dict:
         ("{not json", "not valid JSON"),
         ("", "not valid JSON"),
         ("[1, 2]", "not a JSON object"),
-        (edited(lambda d: d.pop("schema")), "schema version None, this library reads version 1"),
-        (edited(lambda d: d.update(schema=SCHEMA_VERSION + 1)), "schema version 2"),
+        (
+            edited(lambda d: d.pop("schema")),
+            f"schema version None, this library reads version {SCHEMA_VERSION}",
+        ),
+        (
+            edited(lambda d: d.update(schema=SCHEMA_VERSION + 1)),
+            f"schema version {SCHEMA_VERSION + 1}",
+        ),
         (edited(lambda d: d.update(schema="1")), "schema version '1'"),
         (edited(lambda d: d.pop("data_identity")), "missing field(s) data_identity"),
         (
@@ -119,7 +125,10 @@ def edited(edit) -> dict:
         (edited(lambda d: d.update(results={"test": {}})), "'results' is not a list"),
         (edited(lambda d: d["results"][1].pop("metrics")), "result 1 has no 'metrics' mapping"),
         (edited(lambda d: d["results"][0].update(metrics=0.7)), "result 0 has no 'metrics'"),
-        (edited(lambda d: d["results"][0].pop("split")), "result 0 needs name, split and metrics"),
+        (
+            edited(lambda d: d["results"][0].pop("evaluated_on")),
+            "result 0 needs name, evaluated_on and metrics",
+        ),
         (edited(lambda d: d["results"][0].update(score=1)), "unknown field(s) score"),
     ],
     ids=[
@@ -166,7 +175,14 @@ def test_old_schema_says_to_rerun(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- comparison
 def test_comparison_rows_has_differences_and_blanks() -> None:
     rows = comparison_rows([TEST, VALID])
-    assert list(rows.columns) == ["evaluation", "split", "metric", "ours", "paper", "ours - paper"]
+    assert list(rows.columns) == [
+        "evaluation",
+        "evaluated on",
+        "metric",
+        "ours",
+        "paper",
+        "ours - paper",
+    ]
     assert len(rows) == 2 * len(REPORTED_METRICS)
     assert list(rows["metric"][: len(REPORTED_METRICS)]) == list(REPORTED_METRICS)
     by = rows.set_index(["evaluation", "metric"])
@@ -174,7 +190,7 @@ def test_comparison_rows_has_differences_and_blanks() -> None:
     assert by.loc[("test", "jaccard"), "paper"] == 0.765
     assert by.loc[("test", "jaccard"), "ours - paper"] == pytest.approx(-0.015)
     assert by.loc[("test", "accuracy"), "ours - paper"] == pytest.approx(0.93 - 0.934)
-    assert by.loc[("test", "jaccard"), "split"] == "ISIC 2017 test set (600 images)"
+    assert by.loc[("test", "jaccard"), "evaluated on"] == "ISIC 2017 test set (600 images)"
     # the paper reports no Dice: no paper value and no difference
     assert by.loc[("test", "dice"), "ours"] == 0.84
     assert math.isnan(by.loc[("test", "dice"), "paper"])

@@ -95,8 +95,8 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
 
     Returns:
         Columns ``method`` (the result's ``method``, else the chapter), ``chapter, paper,
-        dataset, evaluation, split, profile``, the :data:`METRICS`, ``n_images``, ``reported``
-        (the paper's numbers, a dict), ``n_parameters``, ``wall_time_s``, ``device``,
+        dataset, evaluation, evaluated on, profile``, the :data:`METRICS`, ``n_images``,
+        ``reported`` (the paper's numbers, a dict), ``n_parameters``, ``wall_time_s``, ``device``,
         ``finished``, ``settings`` (a summary of the parameters), ``data`` (the run's
         ``data_identity``) and ``run`` (the run folder).
     """
@@ -110,7 +110,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
                 "paper": record.paper,
                 "dataset": record.dataset,
                 "evaluation": result.name,
-                "split": result.split,
+                "evaluated on": result.evaluated_on,
                 "profile": record.profile,
             }
             for metric in METRICS:
@@ -134,7 +134,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         "paper",
         "dataset",
         "evaluation",
-        "split",
+        "evaluated on",
         "profile",
         *METRICS,
         "n_images",
@@ -187,7 +187,7 @@ def leaderboard_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         run_time=runs["wall_time_s"].map(_duration),
     )
     table = table.sort_values(["dataset", "jaccard"], ascending=[True, False])
-    columns = ["method", "dataset", "split", "profile", *METRICS, "n_images"]
+    columns = ["method", "dataset", "evaluated on", "profile", *METRICS, "n_images"]
     table = table[[*columns, "parameters", "run_time"]].rename(
         columns={**LABELS, "n_images": "images", "run_time": "run time"}
     )
@@ -197,17 +197,26 @@ def leaderboard_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 def reported_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Our scores beside each paper's reported numbers, one row per reported metric.
 
-    Columns ``method, dataset, split, profile, metric, paper, ours, ours - paper``; only
+    Columns ``method, dataset, evaluated on, profile, metric, paper, ours, ours - paper``; only
     metrics the paper reported for that evaluation (``run.add_result(..., reported=...)``),
     through the chapters' own :func:`lessons_lib.record.comparison_rows`.
     """
     frames = []
     for _, r in runs.iterrows():
         metrics = {m: r[m] for m in METRICS}
-        result = Result(r["evaluation"], r["split"], metrics, r["reported"])
+        result = Result(r["evaluation"], r["evaluated on"], metrics, r["reported"])
         rows = comparison_rows([result], [m for m in r["reported"] if m in METRICS])
         frames.append(rows.assign(method=r["method"], dataset=r["dataset"], profile=r["profile"]))
-    columns = ["method", "dataset", "split", "profile", "metric", "paper", "ours", "ours - paper"]
+    columns = [
+        "method",
+        "dataset",
+        "evaluated on",
+        "profile",
+        "metric",
+        "paper",
+        "ours",
+        "ours - paper",
+    ]
     if not frames:
         return pd.DataFrame(columns=columns)
     table = pd.concat(frames, ignore_index=True)

@@ -182,14 +182,6 @@ def _one(job: tuple[str, str, str, str, int]) -> dict:
     return {"orig_size": list(_size(mask_path)), "size": list(small_size)}
 
 
-def _run(jobs: list[tuple], workers: int) -> list[dict]:
-    """:func:`_one` of every job, in order, on ``workers`` processes (see
-    :func:`lessons_lib.parallel.parallel_map`: on Ctrl-C or an error, what has not started is
-    cancelled; workers finish the few images they hold, every write being atomic)."""
-    # chunks of at most 2 images: Ctrl-C waits on little
-    return parallel_map(_one, jobs, workers, max_chunk=2)
-
-
 @dataclass
 class PreparedData:
     """A dataset resized by :func:`prepare`.
@@ -303,7 +295,8 @@ def prepare(
         size: Shorter side of the cached images, in pixels (at least the training size).
         out: Cache folder; default ``<cache>/prepared/<dataset>-<hash of root>-<size>``.
         splits: Which splits to prepare; default every split the layout has.
-        workers: Processes decoding in parallel.
+        workers: Processes decoding in parallel (:func:`lessons_lib.parallel.parallel_map`;
+            Ctrl-C stops them cleanly, and the next call resumes).
         seed: Split seed for datasets without an official split.
         limit: Prepare only the first ``limit`` pairs (by id) of each split, into a cache
             folder of their own (a chapter's dry run: the full-size code path on a few images).
@@ -353,7 +346,9 @@ def prepare(
     for folder in _cache_folders(out, splits):  # temporary files of killed runs (atomic
         clean_temp_files(folder)  # writes clean only the folders they write to)
     try:
-        results = _run(jobs, workers)
+        # on Ctrl-C or an error, jobs not started are cancelled and the workers finish the few
+        # images they hold (every write is atomic); chunks of 2 images: Ctrl-C waits on little
+        results = parallel_map(_one, jobs, workers, max_chunk=2)
         for entry, result in zip(entries, results, strict=True):
             entry.update(result)
         manifest = {"dataset": dataset, "root": str(root), "size": size, "seed": seed}

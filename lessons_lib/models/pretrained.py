@@ -11,7 +11,7 @@ takes the same ``pretrained`` argument, resolved here:
 * ``False``: random initialisation.
 
 :func:`check_pretrained` checks a ``pretrained`` value before any work is done (a chapter's
-:func:`lessons_lib.chapter.resolve_params` calls it): a path must hold a ``state_dict``, and
+:func:`lessons_lib.params.resolve` calls it): a path must hold a ``state_dict``, and
 ``True`` in a full run must be able to get the weights (already in torch's cache, or the
 download server answers), so that a full run never trains a "pretrained" network from scratch.
 """

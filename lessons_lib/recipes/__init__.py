@@ -38,6 +38,7 @@ from lessons_lib.training.optim import AdamSpec, Schedule, SGDSpec, read_optimiz
 
 __all__ = [
     "CHAPTERS",
+    "OTHER_CHAPTERS",
     "Recipe",
     "dataset_param",
     "get_recipe",
@@ -53,7 +54,10 @@ CHAPTERS: dict[str, str] = {
     "003_slsdeep": "lessons_lib.recipes.slsdeep",
     "004_vgg16_fcn": "lessons_lib.recipes.vgg16_fcn",
 }
-"""Chapter id (the notebook's file stem) -> the module holding its recipe (``RECIPE``)."""
+"""Paper chapter id (the notebook's file stem) -> the module holding its recipe (``RECIPE``)."""
+
+OTHER_CHAPTERS: dict[str, str] = {"data_and_metrics": "lessons_lib.recipes.classical_baseline"}
+"""Chapters that reproduce no paper but declare their parameters the same way."""
 
 SYNTHETIC_SPLITS_OF = 4
 """A synthetic dataset's validation and test splits hold ``n_synth // 4`` images each."""
@@ -64,7 +68,7 @@ def dataset_param(full: str, paper: Any, meaning: str | None = None, **profiles:
     return Param(
         "dataset",
         "str",
-        meaning or f"{' | '.join(DATASETS)} (the paper: {paper})",
+        meaning or f"which dataset, read from data_dir (the paper's: {paper})",
         {"smoke": "synthetic", "full": full, **profiles},
         paper=paper,
         choices=DATASETS,
@@ -106,7 +110,7 @@ def synthetic_params(n_synth: int = 32, synth_size: int = 160) -> list[Param]:
 
 
 def run_params(
-    prepare_workers: Mapping[str, int], loader_workers: Mapping[str, int | None]
+    prepare_workers: Mapping[str, int], loader_workers: Mapping[str, int | None] | None
 ) -> list[Param]:
     """The parameters every chapter has, with the same meaning in each: processes, seed, output
     folder, GPUs, dry run.
@@ -115,10 +119,11 @@ def run_params(
         prepare_workers: Per profile: processes decoding and resizing the dataset once.
         loader_workers: Per profile: DataLoader processes feeding training (``make bench``
             measures how many a GPU step needs); ``None``: 0 on a CPU, ``min(8, cores)`` with a
-            GPU.
+            GPU. ``loader_workers=None`` (no training): no ``loader_workers``, ``n_gpus`` or
+            ``dry_run`` parameter.
     """
     every = {p: None for p in PROFILES}
-    return [
+    declared = [
         Param(
             "prepare_workers",
             "int",
@@ -130,8 +135,8 @@ def run_params(
         Param(
             "loader_workers",
             "int",
-            "DataLoader processes feeding training; None picks 0 on a CPU, up to 8 with a GPU",
-            dict(loader_workers),
+            "DataLoader processes; None picks 0 on a CPU, up to 8 with a GPU",
+            dict(loader_workers or {p: None for p in PROFILES}),
             low=0,
             none_ok=True,
             section="run",
@@ -176,6 +181,9 @@ def run_params(
             section="run",
         ),
     ]
+    if loader_workers is None:
+        return [p for p in declared if p.name not in ("loader_workers", "n_gpus", "dry_run")]
+    return declared
 
 
 class Recipe:
@@ -377,14 +385,19 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
+        return value.item() if hasattr(value, "item") else value
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()  # a NumPy scalar
     return repr(value)
 
 
 def _describe_transform(tfm: Any) -> dict[str, Any]:
-    """A transform's class and its settings (its constructor's arguments, as stored)."""
+    """A transform's class and its settings (its constructor's arguments, as stored), with the
+    steps fastai merged into it: the affine functions of one ``AffineCoordTfm`` (flips,
+    rotation, zoom) and the lighting functions of one ``LightingTfm`` (brightness, contrast),
+    each with its own probability."""
     names = inspect.signature(type(tfm).__init__).parameters
-    settings = {}
+    settings: dict[str, Any] = {}
     for name in names:
         for attr in (name, f"_{name}"):
             if name != "self" and hasattr(tfm, attr):
@@ -393,6 +406,16 @@ def _describe_transform(tfm: Any) -> dict[str, Any]:
     for attr in ("p", "size", "mode", "pad_mode"):
         if attr not in settings and isinstance(getattr(tfm, attr, None), (int, float, str)):
             settings[attr] = getattr(tfm, attr)
+    steps = []
+    for step in [*(getattr(tfm, "aff_fs", None) or []), *(getattr(tfm, "coord_fs", None) or [])]:
+        func = getattr(step, "func", step)
+        keywords = getattr(step, "keywords", {})
+        steps.append({"step": getattr(func, "__name__", repr(func)), **_plain(keywords)})
+    for step in getattr(tfm, "fs", None) or []:
+        own = {k: v for k, v in vars(step).items() if not k.startswith("_")}
+        steps.append({"step": type(step).__name__.lstrip("_"), **_plain(own)})
+    if steps:
+        settings["steps"] = steps
     return {"class": type(tfm).__name__, **settings}
 
 
@@ -402,13 +425,14 @@ def get_recipe(chapter: str) -> Recipe:
     Raises:
         KeyError: an unknown chapter (the message lists the valid ones).
     """
-    if chapter not in CHAPTERS:
-        raise KeyError(f"no recipe for chapter {chapter!r}; valid: {', '.join(CHAPTERS)}")
-    return importlib.import_module(CHAPTERS[chapter]).RECIPE
+    modules = {**CHAPTERS, **OTHER_CHAPTERS}
+    if chapter not in modules:
+        raise KeyError(f"no recipe for chapter {chapter!r}; valid: {', '.join(modules)}")
+    return importlib.import_module(modules[chapter]).RECIPE
 
 
 def recipes() -> list[Recipe]:
-    """Every chapter's recipe, in chapter order."""
+    """Every paper chapter's recipe, in chapter order."""
     return [get_recipe(c) for c in CHAPTERS]
 
 

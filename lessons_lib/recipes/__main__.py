@@ -10,19 +10,26 @@ from pathlib import Path
 
 import nbformat
 
-from lessons_lib.recipes import CHAPTERS, get_recipe, parameters_cell
+from lessons_lib.recipes import CHAPTERS, OTHER_CHAPTERS, get_recipe, parameters_cell
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
-def sync(notebooks: Path = NOTEBOOKS, check: bool = False) -> list[Path]:
-    """Rewrite (or, with ``check``, compare) every chapter's ``parameters`` cell.
+def sync(
+    notebooks: Path = NOTEBOOKS, check: bool = False, chapters: list[str] | None = None
+) -> list[Path]:
+    """Rewrite (or, with ``check``, compare) the chapters' ``parameters`` cells.
+
+    Args:
+        notebooks: The folder of the chapter notebooks.
+        check: Compare only.
+        chapters: Chapter ids (default: every chapter with a recipe).
 
     Returns:
         The notebooks whose cell differed from the recipe.
     """
     differing = []
-    for chapter in CHAPTERS:
+    for chapter in chapters or [*CHAPTERS, *OTHER_CHAPTERS]:
         path = notebooks / f"{chapter}.ipynb"
         nb = nbformat.read(path, as_version=4)
         cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -40,9 +47,10 @@ def sync(notebooks: Path = NOTEBOOKS, check: bool = False) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lessons_lib.recipes", description=__doc__)
     parser.add_argument("command", choices=["sync"])
+    parser.add_argument("chapters", nargs="*", help="chapter ids (default: all)")
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 if any differs")
-    args = parser.parse_args(argv)
-    differing = sync(check=args.check)
+    args = parser.parse_intermixed_args(argv)
+    differing = sync(check=args.check, chapters=args.chapters)
     for path in differing:
         print(
             f"{path.name}: parameters cell {'differs from' if args.check else 'written from'} "

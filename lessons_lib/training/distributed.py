@@ -93,17 +93,13 @@ _HANDBACK = "handback.pt"  # rank 0's result, in the launch's private folder
 _PAYLOAD = "payload.pt"  # the Learner and the training function, for spawned workers
 
 
-def default_n_gpus() -> int:
-    """The number of processes a chapter trains with when ``n_gpus`` is ``None``: every GPU of
-    this machine, or 1 without a GPU."""
-    return torch.cuda.device_count() if torch.cuda.is_available() else 1
-
-
 def resolve_n_gpus(n_gpus: int | None) -> int:
     """Check a chapter's ``n_gpus`` against this machine.
 
     Args:
-        n_gpus: Processes to train with (one per GPU); ``None`` for :func:`default_n_gpus`.
+        n_gpus: Processes to train with (one per GPU); ``None`` means 1, as everywhere in the
+            course (a chapter's ``n_gpus=None`` is its profile's value, 1): several GPUs are
+            always asked for by number, because the batch size is per GPU.
             On a machine without GPUs, more than 1 means that many CPU processes (for
             testing; a warning says it is slow).
 
@@ -115,17 +111,17 @@ def resolve_n_gpus(n_gpus: int | None) -> int:
             (the message names both numbers).
     """
     if n_gpus is None:
-        return default_n_gpus()
+        return 1
     if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1:
         raise ValueError(
-            f"n_gpus must be a positive integer (or None for every GPU), not {n_gpus!r}"
+            f"n_gpus must be a positive integer (None means 1), not {n_gpus!r}"
         )
     if torch.cuda.is_available():
         available = torch.cuda.device_count()
         if n_gpus > available:
             raise ValueError(
                 f"n_gpus={n_gpus} but this machine has {available} GPU(s) "
-                f"(torch.cuda.device_count()); pass n_gpus={available} or fewer, or None for all"
+                f"(torch.cuda.device_count()); pass n_gpus={available} or fewer"
             )
     elif n_gpus > 1:
         warnings.warn(

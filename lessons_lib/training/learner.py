@@ -77,7 +77,7 @@ def make_learner(
     metrics: Sequence | None = None,
     splitter: Callable | None = None,
     mixed_precision: bool | None = None,
-    n_gpus: int = 1,
+    n_gpus: int | None = 1,
 ) -> Learner:
     """A fastai Learner writing checkpoints and history under ``out_dir``.
 
@@ -125,7 +125,7 @@ def make_learner(
         mixed_precision = torch.cuda.is_available()
     if mixed_precision:
         learn.to_fp16()
-    learn.n_gpus = n_gpus
+    learn.n_gpus = 1 if n_gpus is None else n_gpus  # None means 1, as in resolve_n_gpus
     learn.optimizer_spec = optimizer
     return learn
 

@@ -17,7 +17,7 @@ from torch import nn
 from lessons_lib import metrics, viz
 from lessons_lib.book import leaderboard as lb
 from lessons_lib.cost import Stage, estimate_cost
-from lessons_lib.record import REPORTED_METRICS, Result, RunRecord
+from lessons_lib.record import REPORTED_METRICS, SCHEMA_VERSION, Result, RunRecord
 
 matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def write_run(
         record_results.append(
             Result(
                 name=name,
-                split=f"{name} split",
+                evaluated_on=f"{name} split",
                 metrics={**means, "accuracy": 0.9, "n_images": len(frame)},
                 reported=reported.get(name, {"jaccard": 0.8}),
                 method=method,
@@ -147,7 +147,7 @@ def test_collect_runs_one_row_per_evaluation(runs: Path):
     assert set(df["chapter"]) == {"001_cdnn", "002_unet"}
     row = df[(df["chapter"] == "001_cdnn")].iloc[0]
     assert row["method"] == "001_cdnn"  # no result.method: the chapter
-    assert row["paper"] == "paper of 001_cdnn" and row["split"] == "valid split"
+    assert row["paper"] == "paper of 001_cdnn" and row["evaluated on"] == "valid split"
     assert row["jaccard"] == pytest.approx(0.5)
     assert row["accuracy"] == 0.9 and np.isnan(row["sensitivity"])  # not in the metrics
     assert row["n_images"] == 3
@@ -185,7 +185,7 @@ def test_collect_runs_skips_records_of_another_schema_naming_them(runs: Path):
     expected = {
         bad / "metrics.json": "not valid JSON",
         half / "metrics.json": "schema version None",
-        old: "schema version None, this library reads version 1",
+        old: f"schema version None, this library reads version {SCHEMA_VERSION}",
         newer: "schema version 99",
         no_identity: "missing field(s) data_identity",
         extra: "unknown field(s) method",
@@ -218,7 +218,7 @@ def test_collect_runs_defaults_to_lessons_runs(runs: Path, monkeypatch):
 def test_tables(runs: Path):
     df = lb.collect_runs(runs)
     table = lb.leaderboard_table(df)
-    assert list(table.columns[:4]) == ["method", "dataset", "split", "profile"]
+    assert list(table.columns[:4]) == ["method", "dataset", "evaluated on", "profile"]
     assert {"JA", "thresholded JA", "Dice", "AC", "SE", "SP", "parameters", "run time"} <= set(
         table.columns
     )

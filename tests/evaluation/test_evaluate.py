@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import ADAM
 from torch import nn
 
 from lessons_lib import chapter
@@ -36,7 +37,7 @@ def setting(synthetic_data, tmp_path_factory):
     for i, (w, b) in enumerate([(4.0, -5.0), (-3.0, 2.0), (1.0, -1.0)]):
         dls = segmentation_dls(train, valid, SIZE, 2, normalize=None)
         out = tmp_path_factory.mktemp(f"m{i}")
-        learners.append(make_learner(dls, _model(w, b), JaccardDistance(), out))
+        learners.append(make_learner(dls, _model(w, b), JaccardDistance(), out, ADAM))
     return data, learners
 
 

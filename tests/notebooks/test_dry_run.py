@@ -83,7 +83,7 @@ def test_full_profile_dry_run(stem: str, publisher_data, tmp_path: Path) -> None
         "dry_run": True,
         "dataset": dataset,
         "data_dir": str(publisher_data[dataset]),
-        "workers": 1,
+        "prepare_workers": 1,
         "out_dir": str(out),
         **lowered,
     }
@@ -93,6 +93,9 @@ def test_full_profile_dry_run(stem: str, publisher_data, tmp_path: Path) -> None
     assert record["profile"] == "full" and record["dataset"] == dataset
     assert record["params"]["dry_run"] is True and record["params"]["dry_run_images"] == images
     assert record["results"], "no evaluation recorded"
+    training = record["details"]["training"]  # what ran: optimiser as read after training
+    assert training["optimizer"]["class"] in ("Adam", "SGD") and training["schedule"]["policy"]
+    assert training["optimizer_used"]["groups"][0]["lr"] > 0
     cost = record["details"]["cost_estimate"]  # the computed estimate of the full profile
     assert cost["total"]["gpu_hours"] > 0 and cost["total"]["peak_memory_gb"] > 0 and cost["gpu"]
     for result in record["results"]:

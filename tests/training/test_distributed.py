@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import write_pair
+from helpers import ADAM, write_pair
 
 from lessons_lib.atomic import is_temp_name
 from lessons_lib.losses import CrossEntropy2d
@@ -43,7 +43,7 @@ def _learner(pairs, out: Path):
     torch.manual_seed(0)
     train, valid = pairs
     dls = segmentation_dls(train, valid, 32, 2, seed=0)
-    return make_learner(dls, build_model("lesionseg"), CrossEntropy2d(), out)
+    return make_learner(dls, build_model("lesionseg"), CrossEntropy2d(), out, ADAM)
 
 
 def _fit_stage_on(n: int, learn, stage: str, **kwargs) -> pd.DataFrame:
@@ -186,6 +186,6 @@ def test_resolve_n_gpus(monkeypatch) -> None:
             resolve_n_gpus(bad)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_n_gpus(None) == 2 and resolve_n_gpus(2) == 2
+    assert resolve_n_gpus(None) == 1 and resolve_n_gpus(2) == 2  # None: 1, never "all"
     with pytest.raises(ValueError, match=r"n_gpus=3 but this machine has 2 GPU"):
         resolve_n_gpus(3)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from fastai.callback.core import Callback
+from helpers import ADAM
 from torch import nn
 
 from lessons_lib import chapter
@@ -49,7 +50,7 @@ def learner(pairs, out, loss=None):
     chapter.setup(0)
     train, valid = pairs
     dls = segmentation_dls(train, valid, 32, 4, seed=0)
-    return make_learner(dls, small_net(), loss or BCEWithLogits2d(), out)
+    return make_learner(dls, small_net(), loss or BCEWithLogits2d(), out, ADAM)
 
 
 def history(out) -> pd.DataFrame:

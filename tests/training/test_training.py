@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import SYNTH, SYNTH_COUNTS, SYNTH_PREPARE_SIZE, SYNTH_SEED
+from helpers import ADAM, SYNTH, SYNTH_COUNTS, SYNTH_PREPARE_SIZE, SYNTH_SEED
 
 from lessons_lib import chapter
 from lessons_lib.data import split_pairs
@@ -18,6 +18,7 @@ from lessons_lib.errors import DataError
 from lessons_lib.evaluation import evaluate, to_size
 from lessons_lib.losses import BCEWithLogits2d, CrossEntropy2d, foreground
 from lessons_lib.models import build_model, count_parameters
+from lessons_lib.params import Param, resolve
 from lessons_lib.record import SCHEMA_VERSION, Result, RunRecord
 from lessons_lib.training import (
     HistoryCSV,
@@ -37,7 +38,7 @@ def tiny(synthetic_data, tmp_path_factory):
     dls = segmentation_dls(train, valid, 32, 4)
     model = build_model("resnet34_unet", img_size=(32, 32))
     out = tmp_path_factory.mktemp("run")
-    learn = make_learner(dls, model, BCEWithLogits2d(), out)
+    learn = make_learner(dls, model, BCEWithLogits2d(), out, ADAM)
     fit_stage(learn, "s32", 1, [1e-4, 1e-3, 1e-3], freeze=False)
     return root, data, train, valid, learn, out
 
@@ -212,12 +213,16 @@ def test_resnet34_unet_loads_a_local_weights_file(tmp_path: Path) -> None:
     assert str(tmp_path / "r34.pth") in model.weights_source
 
 
-def test_resolve_params_profile_and_overrides() -> None:
-    profiles = {"smoke": {"size": 64, "epochs": 1}, "full": {"size": 512, "epochs": 10}}
-    p = chapter.resolve_params(profiles, "full", {"epochs": 3, "size": None, "seed": 7})
-    assert (p.profile, p.size, p.epochs, p.seed, p.out_dir) == ("full", 512, 3, 7, None)
+def test_resolve_takes_the_profile_and_the_overrides() -> None:
+    declared = [
+        Param("size", "int", "side", {"smoke": 64, "full": 512}, low=1),
+        Param("epochs", "int", "epochs", {"smoke": 1, "full": 10}, low=1, role="epochs"),
+        Param("seed", "int", "seed", {"smoke": 0, "full": 0}, low=0),
+    ]
+    p = resolve(declared, "full", {"epochs": 3, "size": None, "seed": 7})
+    assert (p.profile, p.size, p.epochs, p.seed) == ("full", 512, 3, 7)
     with pytest.raises(ValueError, match="valid profiles: smoke, full"):
-        chapter.resolve_params(profiles, "huge", {})
+        resolve(declared, "huge", {})
 
 
 def test_run_writes_metrics_json_atomically(tmp_path: Path) -> None:
@@ -231,7 +236,7 @@ def test_run_writes_metrics_json_atomically(tmp_path: Path) -> None:
     summary = {"jaccard": 0.5, "n_images": 1}
     result = run.add_result("valid", "the valid split", per_image, summary, {"jaccard": 0.7})
     assert isinstance(result, Result) and run.results == [result]
-    assert (result.name, result.split, result.metrics, result.reported, result.method) == (
+    assert (result.name, result.evaluated_on, result.metrics, result.reported, result.method) == (
         "valid",
         "the valid split",
         summary,

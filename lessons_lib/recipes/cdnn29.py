@@ -1,0 +1,234 @@
+"""Chapter 001: Yuan & Lo, CDNN-29, a convolutional-deconvolutional network with seven colour
+channels (ISIC 2017 Task 1, the challenge's winner).
+
+The paper trains a 29-layer encoder-decoder from scratch on 192x256 images with seven input
+channels (RGB, HSV and the L of CIELAB), the soft Jaccard distance as loss, Adam at a learning
+rate of 0.003 in Theano/Lasagne, batch 18, "600 iterations for each fold" of a five-fold
+cross-validation, random flips, shifts, rotations, scaling and per-channel contrast
+normalisation, and averages "the six models" before a dual-threshold post-processing. It gives no
+augmentation strengths and no Adam constants other than the learning rate: Lasagne's Adam has
+beta1 0.9, beta2 0.999, eps 1e-8 and no weight decay, and those are the values used here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+from lessons_lib.params import Param
+from lessons_lib.recipes import Recipe, dataset_param, run_params, synthetic_params
+from lessons_lib.training.optim import AdamSpec, Schedule
+
+_data_dir, _n_synth, _synth_size = synthetic_params(n_synth=32, synth_size=160)
+
+
+class CDNN29Recipe(Recipe):
+    """The paper's recipe: CDNN-29 on 7 channels, Jaccard loss, Adam, 5 folds + a sixth model."""
+
+    chapter = "001_cdnn29"
+    title = "Yuan & Lo, CDNN-29, ISIC 2017"
+    weights = None  # trained from scratch, as the paper
+    dry_run = dict(images=6)  # at least one image per cross-validation fold
+    params = (
+        dataset_param("isic2017", paper="isic2017"),
+        _data_dir,
+        _n_synth,
+        Param(
+            "n_test",
+            "int",
+            "synthetic data only: validation and test images each; None: a quarter of n_synth",
+            {"smoke": 8, "full": None},
+            low=1,
+            none_ok=True,
+            section="data",
+        ),
+        _synth_size,
+        Param(
+            "size",
+            "int",
+            "network input (height, width) in pixels",
+            {"smoke": (48, 64), "full": (192, 256)},
+            paper=(192, 256),
+            shape=(2,),
+            low=16,
+            multiple_of=16,  # four 2x2 max-poolings
+            section="data",
+        ),
+        Param(
+            "channels",
+            "str",
+            "rgbhsvl: RGB + HSV + L of CIELAB (the paper); rgb: the RGB-only ablation",
+            {"smoke": "rgbhsvl", "full": "rgbhsvl"},
+            paper="rgbhsvl",
+            choices=("rgbhsvl", "rgb"),
+            section="data",
+        ),
+        Param(
+            "epochs",
+            "int",
+            "epochs per model (the paper's 600 iterations per fold, read as epochs)",
+            {"smoke": 2, "full": 600},
+            paper=600,
+            low=1,
+            role="epochs",
+        ),
+        Param(
+            "batch_size",
+            "int",
+            "images per mini-batch (per GPU)",
+            {"smoke": 4, "full": 18},
+            paper=18,
+            low=1,
+            role="batch_size",
+        ),
+        Param(
+            "lr",
+            "float",
+            "Adam learning rate, kept constant",
+            {"smoke": 0.003, "full": 0.003},
+            paper=0.003,
+            low=0,
+            low_open=True,
+        ),
+        Param(
+            "n_folds",
+            "int",
+            "cross-validation folds of the training set, one model each",
+            {"smoke": 5, "full": 5},
+            paper=5,
+            low=2,
+        ),
+        Param(
+            "full_model",
+            "bool",
+            "True: one more model, on all training images (our reading of the sixth)",
+            {"smoke": True, "full": True},
+            section="model",
+        ),
+        Param(
+            "contrast_aug",
+            "bool",
+            "augmentation: random per-channel contrast normalisation of training images",
+            {"smoke": True, "full": True},
+            paper=True,
+            section="data",
+        ),
+        Param(
+            "postprocess",
+            "str",
+            "dual_threshold (the paper) or none (probability > 0.5, the ablation)",
+            {"smoke": "dual_threshold", "full": "dual_threshold"},
+            paper="dual_threshold",
+            choices=("dual_threshold", "none"),
+            section="evaluation",
+        ),
+        Param(
+            "postprocess_at",
+            "str",
+            "post-process at the network's size (model) or the original size (original)",
+            {"smoke": "model", "full": "model"},
+            choices=("model", "original"),
+            section="evaluation",
+        ),
+        Param(
+            "resize",
+            "str",
+            "interpolation back to each image's original size",
+            {"smoke": "bilinear", "full": "bilinear"},
+            choices=("bilinear", "nearest", "bicubic"),
+            section="evaluation",
+        ),
+        *run_params(
+            prepare_workers={"smoke": 1, "full": 2},
+            # make bench: 5 loader processes keep up with an A100 at 192x256
+            loader_workers={"smoke": None, "full": 5},
+        ),
+    )
+
+    def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
+        """CDNN-29 of Table I (one output, dropout 0.5 at the two places the paper names),
+        from random weights."""
+        return "cdnn29", dict(in_channels=self.in_channels(P))
+
+    def in_channels(self, P: SimpleNamespace) -> int:  # noqa: N803
+        """7 for RGB + HSV + L (the paper), 3 for the RGB-only ablation (Tables IV and V)."""
+        return {"rgbhsvl": 7, "rgb": 3}[P.channels]
+
+    def augmentation(self, P: SimpleNamespace) -> list:  # noqa: N803
+        """Flips, shifts, rotations and scaling (Sec. III-B) as one affine warp; the paper gives
+        no strengths: ours."""
+        from lessons_lib.transforms import geometric_augment
+
+        return geometric_augment(
+            max_rotate=15.0,  # degrees, either way
+            min_zoom=0.9,
+            max_zoom=1.1,
+            max_shift=0.1,  # fraction of each side
+            p_affine=0.75,  # rotation, scaling and shift each; flips: p 0.5 each way
+        )
+
+    def input_transforms(self, P: SimpleNamespace) -> list:  # noqa: N803
+        """The seven channels, computed on the batch after the geometric augmentation, then
+        (training only) the random per-channel contrast normalisation."""
+        from lessons_lib.transforms import CDNNChannels, RandomChannelContrast
+
+        contrast = [RandomChannelContrast(low=(0.0, 5.0), high=(95.0, 100.0), p=0.5)]
+        return [CDNNChannels(P.channels)] + (contrast if P.contrast_aug else [])
+
+    def normalize(self, P: SimpleNamespace) -> None:  # noqa: N803
+        """None: "no other pre-processing was performed"; all seven channels are in [0, 1]."""
+        return None
+
+    def optimizer(self, P: SimpleNamespace) -> AdamSpec:  # noqa: N803
+        """Adam as Lasagne's ``lasagne.updates.adam`` (the paper's library) defines it."""
+        return AdamSpec(
+            beta1=0.9,  # not given in the paper: Lasagne's default
+            beta2=0.999,  # not given in the paper: Lasagne's default
+            eps=1e-8,  # not given in the paper: Lasagne's default
+            weight_decay=0.0,  # the paper names no weight decay; Lasagne's Adam has none
+            decoupled=False,  # no weight decay to decouple
+            decay_bn_and_bias=False,  # no weight decay at all
+        )
+
+    def schedule(self, P: SimpleNamespace) -> Schedule:  # noqa: N803
+        """Constant: the paper names no schedule (Adam "adaptively adjusts the learning rate")."""
+        return Schedule("constant")
+
+    def cost_stages(self, P: SimpleNamespace, splits: Mapping[str, int]) -> list:  # noqa: N803
+        """The fold models (each holds one fold out and scores it every epoch) and the model on
+        all training images (the official validation set watched)."""
+        from lessons_lib.cost import Stage
+
+        n_train = splits["train"]
+        n_fold = n_train // P.n_folds
+        common = dict(size=P.size, batch_size=P.batch_size, epochs=P.epochs)
+        stages = [
+            Stage(
+                f"{P.n_folds} fold models",
+                images=n_train - n_fold,
+                models=P.n_folds,
+                eval_images=n_fold,
+                **common,
+            )
+        ]
+        if P.full_model:
+            stages.append(
+                Stage(
+                    "model on all images",
+                    images=n_train,
+                    eval_images=splits.get("valid", 0),
+                    **common,
+                )
+            )
+        return stages
+
+    def predicted_images(self, P: SimpleNamespace, splits: Mapping[str, int]) -> int:  # noqa: N803
+        """Cross-validation (each fold model its fold), every model on validation and test for
+        the ensemble, and the three test-set ablations (two of the ensemble, one single model)."""
+        n_models = P.n_folds + int(P.full_model)
+        valid, test = splits.get("valid", 0), splits.get("test", 0)
+        return splits["train"] + n_models * (valid + test) + (2 * n_models + 1) * test
+
+
+RECIPE = CDNN29Recipe()

@@ -1,0 +1,114 @@
+"""benchmarks/chapters.py reads each chapter's recipe: one value changed in a recipe changes what
+the benchmarks measure and the cost estimate alike, nothing else edited (issue #18)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from lessons_lib.recipes import CHAPTERS, get_recipe
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """``benchmarks/chapters.py`` as a module (benchmarks/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("benchmarks.chapters", BENCHMARKS / "chapters.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def _set_full(monkeypatch, recipe, name: str, value) -> None:
+    """Change the full-profile value of ``recipe``'s parameter ``name`` for this test only."""
+    params = tuple(
+        dataclasses.replace(p, values={**p.values, "full": value}) if p.name == name else p
+        for p in recipe.params
+    )
+    assert params != recipe.params, f"{recipe.chapter} has no parameter {name}"
+    monkeypatch.setattr(recipe, "params", params)
+
+
+def _max_rotate(transforms: list) -> list[float]:
+    """The largest rotations of fastai's affine batch transforms (``aug_transforms`` merges its
+    rotation into one affine transform)."""
+    return [
+        float(f.keywords["max_deg"])
+        for t in transforms
+        for f in getattr(t, "aff_fs", [])
+        if "max_deg" in getattr(f, "keywords", {})
+    ]
+
+
+def _one(chapters: list, name: str):
+    (found,) = [c for c in chapters if c.chapter == name]
+    return found
+
+
+def test_every_chapter_is_read_from_its_recipe(bench) -> None:
+    chapters = bench.chapters()
+    assert [c.chapter for c in chapters] == list(CHAPTERS)
+    for c in chapters:
+        R = get_recipe(c.chapter)  # noqa: N806
+        P = R.profile("full")  # noqa: N806
+        assert vars(c.params) == vars(P)
+        name, kwargs = R.network(P)
+        assert c.model == (name, {**kwargs, **R.cost_overrides(P)})
+        assert c.model[1].get("pretrained", False) is False  # the benchmarks download nothing
+        trained = [s for s in R.cost_stages(P, R.splits(P)) if s.images_trained]
+        sizes = {(s.size, s.size) if isinstance(s.size, int) else tuple(s.size) for s in trained}
+        assert {hw for hw, _ in c.stages} == sizes
+        assert {bs for _, bs in c.stages} == {s.batch_size for s in trained}
+        assert len(set(c.stages)) == len(c.stages)
+        assert c.prepare_size == max(min(hw) for hw, _ in c.stages)
+        assert c.in_channels == R.in_channels(P)
+        assert c.normalize == R.normalize(P)
+        assert (c.loader_workers, c.prepare_workers) == (P.loader_workers, P.prepare_workers)
+        assert [type(t) for t in c.augmentation()] == [type(t) for t in R.augmentation(P)]
+        assert [type(t) for t in c.input_transforms()] == [type(t) for t in R.input_transforms(P)]
+        c.build()  # on the meta device: the registry accepts the recipe's arguments
+
+
+@pytest.mark.parametrize(
+    ("chapter", "name", "value"),
+    [("001_cdnn29", "batch_size", 9), ("002_resnet34_unet", "batch_size", (8, 4))],
+)
+def test_a_batch_size_changed_in_the_recipe_changes_benchmarks_and_cost(
+    bench, monkeypatch, chapter: str, name: str, value
+) -> None:
+    R = get_recipe(chapter)  # noqa: N806
+    before = _one(bench.chapters(), chapter)
+    cost_before = R.estimate_cost("full")
+
+    _set_full(monkeypatch, R, name, value)
+    after = _one(bench.chapters(), chapter)
+    cost_after = R.estimate_cost("full")
+
+    first = value if isinstance(value, int) else value[0]
+    assert before.stages[0][1] != first
+    assert after.stages[0][1] == first  # the benchmark measures the new batch size
+    assert [hw for hw, _ in after.stages] == [hw for hw, _ in before.stages]
+    assert [s.batch_size for s in cost_after.stages] != [s.batch_size for s in cost_before.stages]
+    assert first in {s.batch_size for s in cost_after.stages}
+    memory = [cost_after.memory_bytes(s) for s in cost_after.stages]
+    assert memory != [cost_before.memory_bytes(s) for s in cost_before.stages]
+
+
+def test_a_rotation_changed_in_the_recipe_changes_the_benchmarked_augmentation(
+    bench, monkeypatch
+) -> None:
+    R = get_recipe("002_resnet34_unet")  # noqa: N806
+    declared = R.profile("full").max_rotate
+    assert _max_rotate(_one(bench.chapters(), R.chapter).augmentation()) == [declared]
+
+    _set_full(monkeypatch, R, "max_rotate", declared + 20.0)
+    assert _max_rotate(_one(bench.chapters(), R.chapter).augmentation()) == [declared + 20.0]

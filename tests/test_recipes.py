@@ -1,0 +1,97 @@
+"""Each paper's recipe: declared once, complete, and what the chapter, the cost estimate and
+``metrics.json`` read."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from lessons_lib.params import NOT_GIVEN, ParameterError
+from lessons_lib.recipes import CHAPTERS, get_recipe, recipes
+from lessons_lib.source import source_of
+from lessons_lib.training.optim import AdamSpec, Schedule, SGDSpec
+
+IDS = list(CHAPTERS)
+
+
+def test_every_paper_chapter_has_one_recipe_named_after_it() -> None:
+    assert [r.chapter for r in recipes()] == IDS
+    with pytest.raises(KeyError, match="valid: 000_lesionseg"):
+        get_recipe("005_nope")
+
+
+@pytest.mark.parametrize("chapter", IDS)
+def test_the_recipe_declares_every_value(chapter: str) -> None:
+    recipe = get_recipe(chapter)
+    assert recipe.title and recipe.profiles()[:2] == ["smoke", "full"]
+    names = [p.name for p in recipe.params]
+    assert len(names) == len(set(names)), "a parameter declared twice"
+    assert "workers" not in names and {"prepare_workers", "loader_workers"} <= set(names)
+    for profile in ("smoke", "full"):
+        P = recipe.profile(profile)  # noqa: N806
+        optimizer = recipe.optimizer(P)
+        assert isinstance(optimizer, AdamSpec | SGDSpec)
+        assert None not in dataclasses.asdict(optimizer).values(), "a value left to a default"
+        assert isinstance(recipe.schedule(P), Schedule)
+        described = recipe.describe(P)
+        json.dumps(described)  # metrics.json can hold it
+        assert described["optimizer"]["class"] in ("Adam", "SGD")
+
+
+@pytest.mark.parametrize("chapter", IDS)
+def test_the_table_shows_meaning_paper_and_profiles(chapter: str) -> None:
+    recipe = get_recipe(chapter)
+    table = recipe.table(recipe.profile("smoke"))
+    assert list(table.columns[:3]) == ["meaning", "paper", "smoke"]
+    assert {"full", "this run"} <= set(table.columns)
+    assert (table["paper"] == "not given").any() or all(
+        p.paper is not NOT_GIVEN for p in recipe.params
+    )
+    assert "seed" not in table.index  # bookkeeping stays out of the recipe table
+
+
+@pytest.mark.parametrize("chapter", IDS)
+def test_the_cost_estimate_is_computed_from_the_recipe(chapter: str) -> None:
+    recipe = get_recipe(chapter)
+    estimate = recipe.estimate_cost("full")
+    assert estimate.gpu_hours > 0 and estimate.peak_memory_gb > 0
+    optimizer = recipe.optimizer(recipe.profile("full"))
+    assert estimate.optimizer == {2: "adam", 1: "sgd_momentum", 0: "sgd"}[optimizer.state_values]
+
+
+@pytest.mark.parametrize("chapter", IDS)
+def test_the_parts_a_student_reads_have_source(chapter: str) -> None:
+    recipe = get_recipe(chapter)
+    parts = recipe.source()
+    assert {p.__name__ for p in parts} >= {"network", "optimizer", "schedule"}
+    for part in parts:
+        assert "def " in source_of(part)
+
+
+def test_chapter_001_trains_with_the_papers_lasagne_adam() -> None:
+    recipe = get_recipe("001_cdnn29")
+    for profile in ("smoke", "full"):
+        assert recipe.optimizer(recipe.profile(profile)) == AdamSpec(
+            beta1=0.9,
+            beta2=0.999,
+            eps=1e-8,
+            weight_decay=0.0,
+            decoupled=False,
+            decay_bn_and_bias=False,
+        )
+
+
+def test_a_dry_run_caps_epochs_and_takes_the_recipes_settings(tmp_path) -> None:
+    recipe = get_recipe("002_resnet34_unet")
+    given = {"dry_run": True, "data_dir": str(tmp_path), "pretrained": False}
+    P = recipe.resolve("full", given)  # noqa: N806
+    assert P.epochs == (1, 1) and P.epochs_frozen == (1, 1)
+    assert P.n_valid == 1 and P.dry_run_images == 2 * 16  # two batches of the largest size
+    assert recipe.resolve("full", {**given, "n_valid": 3}).n_valid == 3  # the user's value wins
+
+
+def test_constraints_across_parameters_are_checked() -> None:
+    with pytest.raises(ParameterError, match="lr_find_iters.*at least 16"):
+        get_recipe("002_resnet34_unet").resolve("smoke", {"lr_find_iters": 5})
