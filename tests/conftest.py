@@ -16,17 +16,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pytest
-from helpers import SYNTH, SYNTH_PREPARE_SIZE, SYNTH_SEED, write_pair
-from PIL import Image
-
-REPO = Path(__file__).resolve().parents[1]
-
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Several workers share the cores: one thread each (also for the kernels they start).
+    # Several workers share the cores: one thread each (also for the kernels they start). Set
+    # before anything imports torch: its thread pool is sized then, and a process that forks
+    # (the two-process training tests) after starting a pool of several threads can leave its
+    # children hanging.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from helpers import SYNTH, SYNTH_PREPARE_SIZE, SYNTH_SEED, write_pair  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(os.environ.get("LESSONS_SAMPLES", REPO.parent / "shared" / "data"))
 
 

@@ -19,9 +19,11 @@ flags, optimiser state and fastai ``Recorder`` are loaded into the notebook's Le
 training function's return value (rank 0's) is returned.
 
 The workers start by ``fork`` when this process has not initialised CUDA (a CPU, or a GPU
-notebook that has not used the GPU yet): they inherit the Learner and the training function
-in memory. A chapter has always initialised CUDA before it trains (fastai's data loaders ask
-for the current device, the environment report reads the GPU's properties), and CUDA cannot
+notebook that has not used the GPU yet) and PyTorch runs on one CPU thread: they inherit the
+Learner and the training function in memory (a child forked from a process whose OpenMP pool
+holds several threads can hang, so then they are spawned). A chapter has always initialised
+CUDA before it trains (fastai's data loaders ask for the current device, the environment
+report reads the GPU's properties), and CUDA cannot
 be used in a forked child of such a process, so on a GPU the workers start by ``spawn``: the
 Learner and the training function are serialised with ``cloudpickle`` (closures and
 notebook-defined functions included) and loaded, on the CPU, by every worker. A Learner that
@@ -87,7 +89,8 @@ from lessons_lib.atomic import atomic_path
 
 START_METHODS = ("auto", "fork", "spawn")
 """How :func:`fit_distributed` starts its processes: ``auto`` is ``fork`` unless this process
-has initialised CUDA, then ``spawn``."""
+has initialised CUDA or runs PyTorch with several CPU threads (a forked child can hang in
+OpenMP), then ``spawn``."""
 
 _HANDBACK = "handback.pt"  # rank 0's result, in the launch's private folder
 _PAYLOAD = "payload.pt"  # the Learner and the training function, for spawned workers
@@ -339,7 +342,9 @@ def _nccl_p2p_works() -> bool:
 def _start_method(start_method: str) -> str:
     cuda_used = torch.cuda.is_initialized()
     if start_method == "auto":
-        return "spawn" if cuda_used else "fork"
+        # a child forked from a process whose OpenMP pool holds several threads can hang in its
+        # first parallel region (seen: children stuck in Module.to); fork only single-threaded
+        return "spawn" if cuda_used or torch.get_num_threads() > 1 else "fork"
     if start_method == "fork" and cuda_used:
         raise RuntimeError(
             "cannot fork training processes: this process has already initialised CUDA (a "

@@ -69,6 +69,9 @@ def writes(tmp_path: Path, monkeypatch) -> Path:
 
 
 def test_two_processes_train_and_write_once(pairs, tmp_path: Path, writes, monkeypatch) -> None:
+    # forked workers, which inherit the patches above (make test runs one thread per worker:
+    # fork is then what ``auto`` picks; run alone with more threads, the test asks for it)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     scratch = tmp_path / "scratch"  # the launch's private folder goes here
     scratch.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
@@ -189,3 +192,15 @@ def test_resolve_n_gpus(monkeypatch) -> None:
     assert resolve_n_gpus(None) == 1 and resolve_n_gpus(2) == 2  # None: 1, never "all"
     with pytest.raises(ValueError, match=r"n_gpus=3 but this machine has 2 GPU"):
         resolve_n_gpus(3)
+
+
+def test_auto_forks_only_a_single_threaded_process_without_cuda(monkeypatch) -> None:
+    from lessons_lib.training.distributed import _start_method
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert _start_method("auto") == "fork"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # a forked child can hang in OpenMP
+    assert _start_method("auto") == "spawn"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert _start_method("auto") == "spawn"
