@@ -116,9 +116,7 @@ def resolve_n_gpus(n_gpus: int | None) -> int:
     if n_gpus is None:
         return 1
     if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1:
-        raise ValueError(
-            f"n_gpus must be a positive integer (None means 1), not {n_gpus!r}"
-        )
+        raise ValueError(f"n_gpus must be a positive integer (None means 1), not {n_gpus!r}")
     if torch.cuda.is_available():
         available = torch.cuda.device_count()
         if n_gpus > available:
