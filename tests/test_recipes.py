@@ -93,5 +93,5 @@ def test_a_dry_run_caps_epochs_and_takes_the_recipes_settings(tmp_path) -> None:
 
 
 def test_constraints_across_parameters_are_checked() -> None:
-    with pytest.raises(ParameterError, match="lr_find_iters.*at least 16"):
-        get_recipe("002_resnet34_unet").resolve("smoke", {"lr_find_iters": 5})
+    with pytest.raises(ParameterError, match="min_zoom"):
+        get_recipe("003_slsdeep").resolve("smoke", {"min_zoom": 1.2, "max_zoom": 1.1})

@@ -129,14 +129,6 @@ class ResNet34UNetRecipe(Recipe):
         ),
     )
 
-    def constraints(self, P: SimpleNamespace) -> dict[str, str]:  # noqa: N803
-        if P.lr_find_iters and P.lr_find_iters < 16:
-            return {
-                "lr_find_iters": f"parameter lr_find_iters: expected 0 (no finder) or at least 16 "
-                f"(fastai's finder needs 16 points); got {P.lr_find_iters}"
-            }
-        return {}
-
     def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
         return "resnet34_unet", dict(
             n_out=1, img_size=(P.sizes[0], P.sizes[0]), pretrained=P.pretrained

@@ -155,7 +155,7 @@ def test_bilinear_upsampling_without_opening(tmp_path: Path) -> None:
     }
     assert results["valid"]["reported"] == {"jaccard": 0.642}
     assert results["test"]["reported"] == {}
-    assert "opening none" in results["valid"]["split"]
+    assert "opening none" in results["valid"]["evaluated_on"]
     assert results["valid_opening_cross"]["method"] == "opening cross"
     for r in results.values():
         assert r["metrics"]["n_images"] > 0 and 0.0 <= r["metrics"]["jaccard"] <= 1.0
