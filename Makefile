@@ -33,7 +33,7 @@ book-runs: $(STAMP)
 # the strict book build (rendering those runs), and nbval over every notebook. Two workers
 # (pytest-xdist); --dist loadscope keeps each notebook's cells, and each test file, on one worker.
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax tests notebooks
+	$(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax --durations=15 tests notebooks
 
 # Unit tests only (no notebook execution, no book build): seconds, for the edit-test loop.
 test-fast: $(STAMP)

@@ -28,6 +28,7 @@ from lessons_lib.errors import DataError
 __all__ = [
     "DRY_RUN_ITERATIONS",
     "KINDS",
+    "NOT_APPLICABLE",
     "NOT_GIVEN",
     "PROFILES",
     "Param",
@@ -61,6 +62,21 @@ class _NotGiven:
 
 NOT_GIVEN: Any = _NotGiven()
 """A :class:`Param`'s ``paper`` when the paper gives no value."""
+
+
+class _NotApplicable:
+    """A parameter of the course, not of the method (where the data is, processes, seeds)."""
+
+    def __repr__(self) -> str:
+        return "-"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NOT_APPLICABLE: Any = _NotApplicable()
+"""A :class:`Param`'s ``paper`` when the parameter is the course's, not the method's (no paper
+value to compare: ``data_dir``, worker processes, ``seed``, ``out_dir``...)."""
 
 
 class ParameterError(ValueError):
@@ -100,7 +116,8 @@ class Param:
             table and error messages). No ``=`` (papermill's parser stops at one), and
             ``name = None  # meaning`` fits 100 characters (the parameters cell's line).
         values: The value in each profile of :data:`PROFILES` (and any further profile).
-        paper: The paper's value; :data:`NOT_GIVEN` when the paper gives none.
+        paper: The paper's value; :data:`NOT_GIVEN` when the paper gives none (a deviation to
+            list), :data:`NOT_APPLICABLE` for the course's own parameters.
         shape: ``()`` for one value; ``("stage",)`` for one value per training stage (all
             per-stage parameters of a recipe have the same number of stages); an int ``n`` for a
             list of exactly ``n`` values; nested, e.g. ``("stage", 3)``: per stage, 3 values.

@@ -23,6 +23,9 @@ Our reading (the paper gives no kernel sizes, no count and no code)
   connected layer; the padding keeps pool5's size, 12x12 at 384x384, as matconvnet-fcn does),
   fc7 a 1x1 convolution 4096 -> 4096. Each is followed by a ReLU and a dropout of 0.5, VGG's
   "2 dropout layers" that the paper counts.
+* fc6 convolves only the part of its 7x7 kernel that can overlap pool5 (:class:`CroppedConv2d`):
+  below 4x4 (inputs under 128x128, e.g. 2x2 at the 64x64 smoke size) most of the kernel only
+  ever meets the zero padding. Same outputs and gradients, same parameters and state_dict.
 * The sixth 1x1 score convolution sits on fc7, "the last convolution layer" of the modified
   network (on conv5_3 the fc layers would feed nothing).
 * Each deconvolution upsamples by f = 2, 4, 8, 16, 32, 32 (pool1 ... pool5, fc7) with a full
@@ -55,13 +58,14 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import vgg16 as tv_vgg16
 
 from lessons_lib.models import register
 from lessons_lib.models.pretrained import Pretrained, load_imagenet
 
-__all__ = ["VGG16FCN", "bilinear_kernel", "vgg16_fcn", "vgg16_fcn_splitter"]
+__all__ = ["CroppedConv2d", "VGG16FCN", "bilinear_kernel", "vgg16_fcn", "vgg16_fcn_splitter"]
 
 # Index of each max-pooling layer in torchvision's ``vgg16().features``: block b ends there.
 POOL_INDICES = (4, 9, 16, 23, 30)
@@ -99,6 +103,74 @@ def vgg_blocks(features: nn.Sequential) -> list[nn.Sequential]:
     return blocks
 
 
+def reachable_window(size: int, kernel: int, padding: int) -> tuple[int, int, int, int]:
+    """The kernel taps along one axis that ever touch the input, for a stride-1 convolution.
+
+    Output ``i`` (``0 <= i < size + 2 * padding - kernel + 1``) reads input ``i + j - padding``
+    through tap ``j``; tap ``j`` meets the input for some ``i`` iff
+    ``kernel - size - padding <= j <= size - 1 + padding``. Every other tap only ever multiplies
+    zero padding, so dropping it and trimming the padding by the taps dropped on each side gives
+    the same output.
+
+    Args:
+        size: Input length along the axis.
+        kernel: Kernel length along the axis.
+        padding: Zero padding on each side along the axis.
+
+    Returns:
+        ``(start, stop, pad_before, pad_after)``: taps ``start:stop`` are the reachable ones;
+        convolving with them and padding ``pad_before`` / ``pad_after`` (both >= 0) gives the
+        full convolution's output. ``(0, kernel, padding, padding)`` when every tap is reachable
+        or the output would be empty (nothing to crop: the full convolution decides).
+    """
+    if size + 2 * padding - kernel + 1 < 1:
+        return 0, kernel, padding, padding
+    start = max(0, kernel - size - padding)
+    stop = min(kernel, size + padding)
+    return start, stop, padding - start, padding - (kernel - stop)
+
+
+class CroppedConv2d(nn.Conv2d):
+    """A ``Conv2d`` that convolves only the kernel taps that can overlap its input.
+
+    Why: fc6 is a 7x7 convolution with zero padding 3 on pool5, which is only H/32 x W/32. When
+    pool5 is smaller than 4x4 (inputs under 128x128, e.g. 2x2 at the 64x64 smoke size) the outer
+    taps of the kernel only ever meet the zero padding: at 2x2 only the central 3x3 of the 7x7
+    taps does any work, so the full convolution does 49/9 the multiply-adds, the rest with
+    zeros.
+
+    What: for stride 1, dilation 1 and zero padding, :meth:`forward` slices the weight to the
+    reachable rows and columns (:func:`reachable_window`) and trims the padding accordingly.
+    The output is the full convolution's (up to float rounding: fewer zero terms are summed),
+    and so is the weight gradient: the reachable taps get the same gradient, the others zero, as
+    before. The parameter is still the full kernel, so ``state_dict``, parameter counts and
+    checkpoint sizes are those of ``nn.Conv2d`` (the full-size weight gradient and optimizer
+    state too); only the compute and the convolution's working memory drop. When every
+    tap is reachable (pool5 4x4 or more, e.g. 12x12 at the paper's 384x384), or for any other
+    stride, dilation or padding mode, it is plain ``nn.Conv2d.forward``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Convolve ``x`` (N, C_in, H, W) with the taps of the kernel that can reach it."""
+        if (
+            self.stride != (1, 1)
+            or self.dilation != (1, 1)
+            or self.padding_mode != "zeros"
+            or not isinstance(self.padding, tuple)  # "same" / "valid"
+        ):
+            return super().forward(x)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        r0, r1, top, bottom = reachable_window(x.shape[-2], kh, ph)
+        c0, c1, left, right = reachable_window(x.shape[-1], kw, pw)
+        if (r0, r1, c0, c1) == (0, kh, 0, kw):
+            return super().forward(x)
+        weight = self.weight[:, :, r0:r1, c0:c1]  # a view: the gradient lands in the full kernel
+        if top == bottom and left == right:
+            return F.conv2d(x, weight, self.bias, padding=(top, left), groups=self.groups)
+        x = F.pad(x, (left, right, top, bottom))  # uneven kernels or paddings
+        return F.conv2d(x, weight, self.bias, groups=self.groups)
+
+
 def conv_relu_drop(c_in: int, c_out: int, kernel: int, dropout: float) -> nn.Sequential:
     """A fully connected layer of VGG rewritten as a convolution: conv, ReLU, dropout.
 
@@ -106,6 +178,7 @@ def conv_relu_drop(c_in: int, c_out: int, kernel: int, dropout: float) -> nn.Seq
         c_in: Input channels.
         c_out: Output channels (4096 for fc6 and fc7).
         kernel: Square kernel size (7 for fc6, 1 for fc7), zero-padded to keep the size.
+            Above 1 the convolution is a :class:`CroppedConv2d` (same parameters).
         dropout: Dropout probability.
 
     Shape:
@@ -116,7 +189,9 @@ def conv_relu_drop(c_in: int, c_out: int, kernel: int, dropout: float) -> nn.Seq
     """
     return nn.Sequential(
         OrderedDict(
-            conv=nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2),
+            conv=(CroppedConv2d if kernel > 1 else nn.Conv2d)(
+                c_in, c_out, kernel, padding=kernel // 2
+            ),
             relu=nn.ReLU(inplace=True),
             drop=nn.Dropout(dropout),
         )

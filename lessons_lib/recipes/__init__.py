@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from lessons_lib.data.layouts import DATASETS, PUBLISHED_SPLITS
-from lessons_lib.params import NOT_GIVEN, PROFILES, Param, resolve
+from lessons_lib.params import NOT_APPLICABLE, NOT_GIVEN, PROFILES, Param, resolve
 from lessons_lib.training.optim import AdamSpec, Schedule, SGDSpec, read_optimizer
 
 __all__ = [
@@ -86,6 +86,7 @@ def synthetic_params(n_synth: int = 32, synth_size: int = 160) -> list[Param]:
             "the unzipped dataset; None generates synthetic data",
             {p: None for p in PROFILES},
             none_ok=True,
+            paper=NOT_APPLICABLE,
             section="data",
         ),
         Param(
@@ -95,6 +96,7 @@ def synthetic_params(n_synth: int = 32, synth_size: int = 160) -> list[Param]:
             {"smoke": n_synth, "full": None},
             low=1,
             none_ok=True,
+            paper=NOT_APPLICABLE,
             section="data",
         ),
         Param(
@@ -104,6 +106,7 @@ def synthetic_params(n_synth: int = 32, synth_size: int = 160) -> list[Param]:
             {"smoke": synth_size, "full": None},
             low=16,
             none_ok=True,
+            paper=NOT_APPLICABLE,
             section="data",
         ),
     ]
@@ -130,6 +133,7 @@ def run_params(
             "processes decoding and resizing the dataset once, before training",
             dict(prepare_workers),
             low=1,
+            paper=NOT_APPLICABLE,
             section="run",
         ),
         Param(
@@ -139,6 +143,7 @@ def run_params(
             dict(loader_workers or {p: None for p in PROFILES}),
             low=0,
             none_ok=True,
+            paper=NOT_APPLICABLE,
             section="run",
         ),
         Param(
@@ -148,6 +153,7 @@ def run_params(
             {p: 0 for p in PROFILES},
             low=0,
             high=2**32 - 1,
+            paper=NOT_APPLICABLE,
             section="run",
         ),
         Param(
@@ -156,6 +162,7 @@ def run_params(
             "the run folder; None gives runs/<chapter>/<profile>-<dataset>",
             every,
             none_ok=True,
+            paper=NOT_APPLICABLE,
             section="run",
         ),
         Param(
@@ -163,6 +170,7 @@ def run_params(
             "bool",
             "True replaces an earlier run with other parameters in out_dir",
             {p: False for p in PROFILES},
+            paper=NOT_APPLICABLE,
             section="run",
         ),
         Param(
@@ -171,6 +179,7 @@ def run_params(
             "GPUs of this machine to train on, data-parallel, the batch size per GPU",
             {p: 1 for p in PROFILES},
             low=1,
+            paper=NOT_APPLICABLE,
             section="run",
         ),
         Param(
@@ -178,6 +187,7 @@ def run_params(
             "bool",
             "True runs the profile's code path and sizes, one epoch per stage, a few images",
             {p: False for p in PROFILES},
+            paper=NOT_APPLICABLE,
             section="run",
         ),
     ]
@@ -250,6 +260,8 @@ class Recipe:
         def show(value: Any) -> str:
             if value is NOT_GIVEN:
                 return "not given"
+            if value is NOT_APPLICABLE:
+                return "-"
             if isinstance(value, tuple):
                 return "(" + ", ".join(show(v) for v in value) + ")"
             return "None" if value is None else str(value)

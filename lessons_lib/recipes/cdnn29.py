@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from lessons_lib.params import Param
+from lessons_lib.params import NOT_APPLICABLE, Param
 from lessons_lib.recipes import Recipe, dataset_param, run_params, synthetic_params
 from lessons_lib.training.optim import AdamSpec, Schedule
 
@@ -39,6 +39,7 @@ class CDNN29Recipe(Recipe):
             "int",
             "synthetic data only: validation and test images each; None: a quarter of n_synth",
             {"smoke": 8, "full": None},
+            paper=NOT_APPLICABLE,
             low=1,
             none_ok=True,
             section="data",

@@ -4,7 +4,7 @@ parameters: which data, at what working size."""
 
 from __future__ import annotations
 
-from lessons_lib.params import Param
+from lessons_lib.params import NOT_APPLICABLE, Param
 from lessons_lib.recipes import Recipe, dataset_param, run_params, synthetic_params
 
 
@@ -17,7 +17,7 @@ class ClassicalBaselineRecipe(Recipe):
     params = (
         dataset_param(
             "isic2017",
-            paper=None,
+            paper=NOT_APPLICABLE,
             meaning="synthetic | isic2017 | isic2018 | isic2016 | ph2 | folder",
         ),
         *synthetic_params(n_synth=32, synth_size=160),

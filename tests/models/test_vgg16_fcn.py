@@ -7,18 +7,22 @@ gradient tests build real ones, and they run forward passes at 64x64 only.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchvision.models import vgg16 as tv_vgg16
 
 from lessons_lib.models import build_model
 from lessons_lib.models.complexity import count_flops, count_parameters
 from lessons_lib.models.vgg16_fcn import (
     VGG16FCN,
+    CroppedConv2d,
     bilinear_kernel,
+    reachable_window,
     upsampler,
     vgg16_fcn,
     vgg16_fcn_splitter,
@@ -188,3 +192,116 @@ def test_deconv_init_bilinear() -> None:
     net = vgg16_fcn(deconv_init="bilinear")
     for name, factor in {"pool1": 2, "pool5": 32, "fc7": 32}.items():
         assert torch.equal(net.upsample[name].weight, bilinear_kernel(2, factor))
+
+
+# fc6 (7x7, padding 3) on pool5 convolves only the taps that can reach pool5 (issue #19).
+
+
+def assert_close_to_scale(out: torch.Tensor, ref: torch.Tensor, tol: float = 1e-5) -> None:
+    """Equal up to float rounding: ``|out - ref| <= tol * max |ref|``."""
+    assert out.shape == ref.shape
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(out, ref, rtol=0, atol=tol * max(scale, 1e-12))
+
+
+@pytest.mark.parametrize(
+    ("size", "window"),
+    [
+        (1, (3, 4, 0, 0)),
+        (2, (2, 5, 1, 1)),
+        (3, (1, 6, 2, 2)),
+        (4, (0, 7, 3, 3)),
+        (12, (0, 7, 3, 3)),
+    ],
+)
+def test_reachable_window_fc6(size: int, window: tuple[int, int, int, int]) -> None:
+    # pool5 at 32, 64, 96, 128, 384 px: the central 1, 3, 5, 7, 7 taps of fc6's 7x7 kernel.
+    assert reachable_window(size, 7, 3) == window
+
+
+def test_fc6_is_cropped_conv(model: VGG16FCN) -> None:
+    conv = model.fc6.conv
+    assert isinstance(conv, CroppedConv2d) and isinstance(conv, nn.Conv2d)
+    assert conv.weight.shape == (4096, 512, 7, 7)  # the parameter is still the full kernel
+    assert (conv.padding, conv.stride) == ((3, 3), (1, 1))
+    assert type(model.fc7.conv) is nn.Conv2d  # 1x1: nothing to crop
+
+
+@pytest.mark.parametrize("kernel", [(7, 7), (3, 5), (2, 4), (1, 1)])
+@pytest.mark.parametrize("pool5", [(1, 1), (1, 2), (2, 2), (2, 3), (3, 3), (3, 12), (7, 7)])
+def test_cropped_conv_equals_full_conv(kernel: tuple[int, int], pool5: tuple[int, int]) -> None:
+    # Small channels, float64: odd and even kernels (uneven trimmed padding), any pool5 size.
+    torch.manual_seed(0)
+    padding = (kernel[0] // 2, kernel[1] // 2)
+    conv = CroppedConv2d(6, 5, kernel, padding=padding).double()
+    x = torch.randn(2, 6, *pool5, dtype=torch.float64, requires_grad=True)
+    weight = conv.weight.detach().clone().requires_grad_()
+    out, ref = conv(x), F.conv2d(x, weight, conv.bias, padding=padding)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref)
+    grad_out = torch.randn_like(ref)
+    (g_w, g_x) = torch.autograd.grad(out, (conv.weight, x), grad_out)
+    (r_w, r_x) = torch.autograd.grad(ref, (weight, x), grad_out)
+    torch.testing.assert_close(g_w, r_w)
+    torch.testing.assert_close(g_x, r_x)
+
+
+@pytest.mark.parametrize("size", [32, 64, 96, 224, 384])
+def test_fc6_equals_full_kernel(model: VGG16FCN, size: int) -> None:
+    """fc6 on a pool5-sized tensor: the output and the weight and bias gradients are the full
+    7x7 convolution's; the taps that cannot reach pool5 get exactly zero gradient."""
+    conv, side = model.fc6.conv, size // 32
+    torch.manual_seed(size)
+    x = torch.randn(1, 512, side, side)
+    out = conv(x)
+    ref = F.conv2d(x, conv.weight, conv.bias, padding=3)  # the full kernel, the same parameter
+    assert out.shape == ref.shape == (1, 4096, side, side)
+    assert_close_to_scale(out, ref)
+    grad_out = torch.randn_like(ref)
+    g_w, g_b = torch.autograd.grad(out, (conv.weight, conv.bias), grad_out)
+    r_w, r_b = torch.autograd.grad(ref, (conv.weight, conv.bias), grad_out)
+    assert_close_to_scale(g_b, r_b)
+    start, stop, _, _ = reachable_window(side, 7, 3)
+    live = (..., slice(start, stop), slice(start, stop))
+    # 411 MB each: compare without assert_close's temporaries
+    assert (g_w[live] - r_w[live]).abs().max() <= 1e-5 * r_w[live].abs().max()
+    dead = torch.ones(7, 7, dtype=torch.bool)
+    dead[start:stop, start:stop] = False
+    assert g_w.abs().sum(dim=(0, 1))[dead].sum() == 0
+    assert r_w.abs().sum(dim=(0, 1))[dead].sum() == 0  # as the full convolution gives
+
+
+def test_network_at_64_equals_full_kernel(model: VGG16FCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole network at 64x64 (pool5 2x2, the smoke size): the same logits and gradients
+    as with fc6 convolving its full 7x7 kernel. Prints the forward + backward times (the
+    faster of two runs each; not asserted: the machine may be busy)."""
+    torch.manual_seed(64)
+    x = torch.randn(2, 3, 64, 64)
+    y = torch.randint(0, 2, (2, 64, 64))
+    was_training = model.training
+    model.eval()  # no dropout: both passes see the same network
+    params = {"fc6": model.fc6.conv, "fc7": model.fc7.conv, "conv1_1": model.block1.conv1_1}
+
+    def step() -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        seconds = time.perf_counter() - start
+        grads = {name: m.weight.grad for name, m in params.items()}
+        return logits.detach(), grads, seconds
+
+    try:
+        out, grads, cropped = step()
+        with monkeypatch.context() as patch:
+            patch.setattr(CroppedConv2d, "forward", nn.Conv2d.forward)  # the full kernel
+            ref, ref_grads, full = step()
+            full = min(full, step()[2])
+        cropped = min(cropped, step()[2])
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    assert_close_to_scale(out, ref)
+    for name, grad in grads.items():
+        assert_close_to_scale(grad, ref_grads[name], tol=1e-4)  # through 16 layers
+    print(f"\nVGG16FCN 2x3x64x64 forward+backward: cropped fc6 {cropped:.2f} s, full {full:.2f} s")
