@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup book book-runs test test-fast lint format recipes bench lab clean help
+.PHONY: setup book book-runs test test-fast lint format recipes references bench lab clean help
 
 help:
 	@echo "make book | make test | make test-fast | make lab | make bench | make lint | make format | make recipes | make clean"
@@ -42,13 +42,18 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/nbstripout --verify notebooks/*.ipynb
+	$(BIN)/nbstripout --keep-count --verify notebooks/*.ipynb
 	$(BIN)/python -m lessons_lib.recipes sync --check
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
-	$(BIN)/nbstripout notebooks/*.ipynb
+	$(BIN)/nbstripout --keep-count notebooks/*.ipynb
+
+# nbval's reference outputs: run every notebook (smoke) and write its NBVAL_CHECK_OUTPUT cells'
+# outputs into the committed notebook (after changing anything such a cell prints).
+references: $(STAMP)
+	$(BIN)/python -m lessons_lib.book.references
 
 # Each notebook's papermill parameters cell, written from its recipe (lessons_lib/recipes/).
 recipes: $(STAMP)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -159,3 +160,34 @@ def test_chapter_002_on_real_dermoscopy_images(samples: Path, tmp_path: Path, mo
     from PIL import Image
 
     assert Image.open(saved[0]).size == (600, 450)  # back at the original size
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_marked_cells_keep_a_reference_and_no_other_cell_does(path: Path) -> None:
+    """nbval compares a ``# NBVAL_CHECK_OUTPUT`` cell only with a committed output and count."""
+    from lessons_lib.book.references import problems
+
+    assert problems(path) == []
+
+
+@pytest.mark.notebooks
+def test_nbval_fails_when_a_marked_output_changes(tmp_path: Path) -> None:
+    """A reference cell whose committed output differs from what the code prints fails nbval."""
+    source = next(nb for nb in NOTEBOOKS if nb.stem == "data_and_metrics")
+    nb = nbformat.read(source, as_version=4)
+    cell = next(c for c in nb.cells if "JACCARD_THRESHOLD =" in c.source and c.outputs)
+    cell.outputs[0]["text"] = cell.outputs[0]["text"].replace("0.65", "0.66")
+    copy = source.parent / f"_tampered_{tmp_path.name}.ipynb"  # beside it: the same cwd
+    nbformat.write(nb, copy)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax"]
+            + [str(copy)],
+            capture_output=True,
+            text=True,
+            cwd=source.parent,
+            env={**os.environ, "LESSONS_RUNS": str(tmp_path / "runs")},
+        )
+    finally:
+        copy.unlink()
+    assert out.returncode == 1 and "Cell outputs differ" in out.stdout
