@@ -31,7 +31,9 @@ book-runs: $(STAMP)
 
 # Lint, the notebook-strip check, then every test: unit tests, papermill runs of every chapter,
 # the strict book build (rendering those runs), and nbval over every notebook. Two workers
-# (pytest-xdist); --dist loadscope keeps each notebook's cells, and each test file, on one worker.
+# (pytest-xdist); --dist loadscope keeps a notebook's nbval cells, and each test module, on one
+# worker, but sends each notebook run of tests/notebooks/ on its own (the scheduler in
+# tests/conftest.py, which also lists every kernel the suite starts).
 test: lint
 	$(BIN)/python -m pytest -n 2 --dist loadscope --nbval-lax --durations=15 tests notebooks
 

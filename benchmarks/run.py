@@ -7,10 +7,13 @@ only when every row with a target meets it: the scorer at least 3x the official
 ``isic-challenge-scoring`` with identical numbers, ``prepare`` at least 5x naive decoding, and
 the synthetic generator's rates. The input-pipeline and model rows are measurements without
 targets (workers each chapter needs, CPU inference against this machine's matmul speed), for
-each chapter as its recipe's full profile declares it (``chapters.py``).
+each chapter as its recipe's full profile declares it (``chapters.py``). The smoke rows run each
+chapter at its defaults, as a student's first run, against 3 minutes and 2 GiB
+(``bench_smoke.py``); ``measure.py`` gives any command's wall time and peak memory (the
+README's figures for ``make test``).
 
 ``python benchmarks/run.py pipeline models --chapter 002_resnet34_unet`` runs only the named
-benchmarks (synth, prepare, score, pipeline, models) for only the named chapters.
+benchmarks (synth, prepare, score, pipeline, models, smoke) for only the named chapters.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-BENCHMARKS = ("synth", "prepare", "score", "pipeline", "models")
+BENCHMARKS = ("synth", "prepare", "score", "pipeline", "models", "smoke")
 """The benchmarks, in the order they run (module ``bench_<name>``)."""
-PER_CHAPTER = ("pipeline", "models")
+PER_CHAPTER = ("pipeline", "models", "smoke")
 """The benchmarks that measure each chapter (their ``run`` takes ``names``)."""
 
 

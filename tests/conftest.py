@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny datasets written on the fly, and real dermoscopy samples.
+"""Shared fixtures: tiny datasets written on the fly, real dermoscopy samples, and each
+chapter's one papermill run; the session's determinism check.
 
 The synthetic dataset is written and prepared once per test process (``synthetic_root``,
 ``synthetic_data``); tests that need a dataset of their own (to test the generator, or to
@@ -7,12 +8,44 @@ damage one) make it in their ``tmp_path`` instead.
 Real samples (a few ISIC 2017, PH2 and HAM10000 images with their masks, in their publishers'
 layouts) are not part of the repository: their licences forbid redistribution. Tests that use
 them read the folder named by ``LESSONS_SAMPLES`` and skip, saying so, when it is absent.
+
+Every kernel ``make test`` starts, and why
+------------------------------------------
+Each chapter's default (smoke) profile runs exactly twice:
+
+* ``chapter_runs`` (below): papermill executes every chapter once, as ``make book`` would
+  (6 kernels: 000-004 and data_and_metrics). The papermill tests check these runs and the book
+  test renders them instead of executing the chapters again.
+* nbval (``--nbval-lax notebooks``): every notebook again, leaderboard included (7 kernels), its
+  ``# NBVAL_CHECK_OUTPUT`` cells compared with their committed outputs. Its runs go to
+  ``$LESSONS_RUNS`` (a folder of this session, set below); when the session ends the two runs of
+  each chapter must agree to the last bit (:func:`pytest_sessionfinish`: the determinism check).
+
+Other parameters, one run for each thing it shows:
+
+* tests/notebooks/test_dry_run.py: each chapter's ``full`` profile as a dry run (5).
+* tests/notebooks/test_resume_chapter.py: chapter 002 killed mid-stage, then resumed (2); the
+  run also shows that papermill's ``-p`` values override the profile.
+* tests/notebooks/test_distributed_chapter.py: chapter 003 on two processes (1).
+* tests/notebooks/test_000, _003, _004: one ablation run per chapter that flips all of its
+  switches at once (3); 000's wrong parameters stop the first code cell (2 short kernels).
+* tests/test_notebooks.py: chapter 002 on real HAM10000 images (1, skipped without the samples);
+  nbval on a tampered copy of data_and_metrics, cut after the tampered cell (1 short kernel).
+* tests/book/test_book.py: the strict book build renders ``chapter_runs`` and executes the
+  leaderboard (1); tests/book/test_leaderboard.py: the leaderboard with and without runs (2);
+  tests/book/test_runs.py: a two-notebook book built four times (2 one-cell kernels a build that
+  executes).
+
+Two workers share the cores (``make test``: ``-n 2 --dist loadscope``): a notebook's nbval cells
+stay together in one kernel, each test module on one worker, and each notebook run of
+``tests/notebooks/`` is sent on its own (:func:`pytest_xdist_make_scheduler`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +59,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from helpers import SYNTH, SYNTH_PREPARE_SIZE, SYNTH_SEED, write_pair  # noqa: E402
+from helpers import (  # noqa: E402
+    SYNTH,
+    SYNTH_PREPARE_SIZE,
+    SYNTH_SEED,
+    run_differences,
+    write_pair,
+)
 from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,28 +155,141 @@ def papermill(path: Path, output: Path, parameters: dict, env: dict | None = Non
                 os.environ[key] = value
 
 
+def shared_folder() -> Path:
+    """This session's folder for what the workers share: ``chapter_runs`` and nbval's runs."""
+    return Path(os.environ["LESSONS_TEST_SHARED"])
+
+
+def drop_weights(run: Path) -> None:
+    """Delete the model weights under a finished chapter run kept for the session (hundreds of
+    MB a run, which no test reads: the determinism check compares scores and histories)."""
+    for weights in run.rglob("*.pth"):
+        weights.unlink()
+
+
+class NbvalRunsWeights:
+    """Drops the weights of nbval's run of a chapter once its notebook's last cell has run
+    (a plugin object: a conftest's own item hooks see only the tests below its folder)."""
+
+    @staticmethod
+    def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        if type(item).__module__.startswith("nbval") and (
+            nextitem is None or nextitem.path != item.path
+        ):
+            drop_weights(Path(os.environ["LESSONS_RUNS"]) / item.path.stem)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the main process (the workers inherit its environment): a folder for this session,
+    and ``$LESSONS_RUNS`` inside it, so that no notebook a test runs writes to ``runs/``."""
+    config.pluginmanager.register(NbvalRunsWeights(), "nbval-runs-weights")
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the main process did it
+        return
+    shared = Path(tempfile.mkdtemp(prefix="lessons-tests-"))
+    os.environ["LESSONS_TEST_SHARED"] = str(shared)
+    os.environ["LESSONS_RUNS"] = str(shared / "nbval_runs")  # nbval's kernels inherit it
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope``, with one change: each test of ``tests/notebooks/`` is a unit of its
+    own (a long notebook run; the dry runs of one module would otherwise run one after the
+    other on one worker). A notebook's nbval cells stay one unit (they share one kernel, in
+    order), and so does every other test module (its module fixtures are made once).
+
+    Written as a scheduler because pytest-xdist 3.8's ``loadgroup`` does not work on pytest 9.2:
+    it groups by an ``@group`` suffix it writes into ``item._nodeid``, which pytest 9.2 no
+    longer reads, so marked tests were sent apart."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # the order of pytest_collection_modifyitems
+
+    class NotebookRunsApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/notebooks/"):
+                return nodeid
+            return super()._split_scope(nodeid)
+
+    return NotebookRunsApart(config, log)
+
+
+LONGEST_FIRST = (
+    "tests/notebooks/test_dry_run.py",
+    "tests/test_notebooks.py",
+    "tests/notebooks/",
+    "notebooks/",
+    "tests/book/",
+)
+"""Where the longest tests are, in the order the workers should start them: a long test sent
+last would end the session on one worker while the other waits."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest tests first (:data:`LONGEST_FIRST`), each group in its collected order."""
+
+    def rank(item: pytest.Item) -> int:
+        found = [i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)]
+        return found[0] if found else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The determinism check, in the main process once every test has run: each chapter that
+    both papermill (``chapter_runs``) and nbval ran at its defaults must give the same scores
+    and histories to the last bit (same seed, same CPU, same versions; ``chapter.setup`` seeds
+    everything and asks PyTorch for deterministic algorithms). A difference fails the session.
+    The session's folder is removed when everything passed."""
+    if hasattr(session.config, "workerinput"):
+        return
+    shared = shared_folder()
+    first, second = shared / "chapter_runs" / "runs", shared / "nbval_runs"
+    compared, problems = [], []
+    for metrics in sorted(first.glob("*/*/metrics.json")):
+        run = metrics.parent.relative_to(first)
+        if (second / run / "metrics.json").is_file():
+            compared.append(str(run))
+            problems += [f"{run}: {p}" for p in run_differences(first / run, second / run)]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and compared:
+        reporter.write_sep("=", "determinism: papermill's and nbval's runs of each chapter")
+        for line in problems or [f"identical: {', '.join(compared)}"]:
+            reporter.write_line(line, red=bool(problems))
+    if problems:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if reporter is not None:
+            reporter.write_line(f"both runs are kept in {shared}")
+    elif session.exitstatus == 0:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def chapter_runs(tmp_path_factory, worker_id: str) -> dict[str, Path]:
+def chapter_runs(worker_id: str) -> dict[str, Path]:
     """Every chapter executed once by papermill at its defaults, as ``make book`` would.
 
-    The runs go to ``<tmp>/runs`` (as ``$LESSONS_RUNS``), the executed notebooks to
-    ``<tmp>/executed/<chapter>.ipynb``. The papermill tests check them and the book test renders
-    them instead of executing the chapters a second time (nbval is the other execution). Under
-    pytest-xdist the workers share one set: the first to ask executes it, the others wait.
+    The runs go to ``<shared>/chapter_runs/runs`` (as ``$LESSONS_RUNS``; their weights are
+    dropped), the executed notebooks to ``.../executed/<chapter>.ipynb``. The papermill tests
+    check them, the book test renders them instead of executing the chapters a second time
+    (nbval is the other execution), and the session ends comparing them with nbval's runs.
+    Under pytest-xdist the workers share the work: each chapter is executed once, by the first
+    worker to reach it (one lock a chapter; the second worker walks the chapters from the other
+    end), and the others wait for it.
 
     Returns:
         ``{"runs": ..., "executed": ...}``.
     """
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    root = (base if worker_id == "master" else base.parent) / "chapter_runs"
-    runs, executed, done = root / "runs", root / "executed", root / "done"
-    with FileLock(f"{root}.lock"):
-        if not done.is_file():
-            shutil.rmtree(root, ignore_errors=True)
-            executed.mkdir(parents=True)
-            for path in CHAPTERS:
-                papermill(path, executed / path.name, {}, env={"LESSONS_RUNS": str(runs)})
-            done.write_text("\n".join(p.stem for p in CHAPTERS))
+    root = shared_folder() / "chapter_runs"
+    runs, executed = root / "runs", root / "executed"
+    executed.mkdir(parents=True, exist_ok=True)
+    order = CHAPTERS if worker_id in ("master", "gw0") else CHAPTERS[::-1]
+    for path in order:
+        with FileLock(str(root / f"{path.stem}.lock")):
+            if not (executed / path.name).is_file():
+                out = root / f"{path.stem}.partial.ipynb"  # renamed once the run has finished
+                papermill(path, out, {}, env={"LESSONS_RUNS": str(runs)})
+                drop_weights(runs / path.stem)
+                out.rename(executed / path.name)
     return {"runs": runs, "executed": executed}

@@ -33,3 +33,43 @@ def write_pair(image: Path, mask: Path, w: int = 40, h: int = 30, seed: int = 0)
     yy, xx = np.mgrid[:h, :w]
     m = ((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2 < 1
     Image.fromarray(m.astype(np.uint8) * 255).save(mask)
+
+
+def run_differences(first: Path, second: Path) -> list[str]:
+    """What differs between two runs of a chapter with the same parameters (the determinism
+    check): the evaluations' metrics in ``metrics.json``, and every per-image score and training
+    history CSV, compared to the last bit. Timings and environment are not compared.
+
+    Returns:
+        One line per difference; empty when the runs agree.
+    """
+    import json
+
+    import pandas as pd
+
+    def scores(run: Path) -> dict:
+        record = json.loads((run / "metrics.json").read_text())
+        return {r["name"]: r["metrics"] for r in record["results"]}
+
+    def tables(run: Path) -> set[str]:
+        found = [*run.rglob("per_image*.csv"), *run.rglob("history.csv")]
+        return {str(p.relative_to(run)) for p in found}
+
+    problems = []
+    a, b = scores(first), scores(second)
+    for name in sorted(a.keys() | b.keys()):
+        if a.get(name) != b.get(name):
+            keys = sorted(
+                k
+                for k in {*a.get(name, {}), *b.get(name, {})}
+                if a.get(name, {}).get(k) != b.get(name, {}).get(k)
+            )
+            problems.append(f"metrics.json, evaluation {name!r}: {', '.join(keys)} differ")
+    names_a, names_b = tables(first), tables(second)
+    for name in sorted(names_a ^ names_b):
+        problems.append(f"{name}: in one run only")
+    for name in sorted(names_a & names_b):
+        x, y = pd.read_csv(first / name), pd.read_csv(second / name)
+        if not x.equals(y):
+            problems.append(f"{name}: values differ")
+    return problems

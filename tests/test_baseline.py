@@ -8,6 +8,7 @@ import inspect
 import numpy as np
 import pytest
 from helpers import SYNTH_COUNTS
+from PIL import Image
 
 from lessons_lib.baseline import (
     CHANNELS,
@@ -16,6 +17,7 @@ from lessons_lib.baseline import (
     otsu_segment,
     otsu_steps,
 )
+from lessons_lib.data import read_mask
 from lessons_lib.metrics import jaccard
 from lessons_lib.synth import SynthConfig, generate
 
@@ -147,3 +149,10 @@ def test_evaluate_scores_at_original_size(synthetic_data, tmp_path):
     assert set(small) == set(per_image.index)
     saved = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert saved == [f"{i}_segmentation.png" for i in per_image.index]
+    for entry in data.entries("test"):  # written and scored at the original image's size
+        with Image.open(tmp_path / "pred" / f"{entry['id']}_segmentation.png") as png:
+            assert list(png.size) == entry["orig_size"]
+            mask = np.asarray(png) > 127
+        assert per_image.loc[entry["id"], "jaccard"] == pytest.approx(
+            jaccard(read_mask(entry["orig_mask"]), mask)
+        )

@@ -112,3 +112,18 @@ def test_a_rotation_changed_in_the_recipe_changes_the_benchmarked_augmentation(
 
     _set_full(monkeypatch, R, "max_rotate", declared + 20.0)
     assert _max_rotate(_one(bench.chapters(), R.chapter).augmentation()) == [declared + 20.0]
+
+
+def test_measure_sees_the_memory_of_a_child_process() -> None:
+    """``benchmarks/measure.py`` (the README's ``make test`` figures): a command whose child
+    holds 300 MB for a second is measured at 300 MB or more, and its wall time and status."""
+    spec = importlib.util.spec_from_file_location("measure", BENCHMARKS / "measure.py")
+    measure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure)
+    child = "import time, numpy; a = numpy.ones(300 * 2**20 // 8); time.sleep(1.5)"
+    call = f"subprocess.call([sys.executable, '-c', {child!r}])"
+    parent = f"import subprocess, sys; sys.exit({call} + 3)"
+    result = measure.measure([sys.executable, "-c", parent], interval=0.2)
+    assert result["returncode"] == 3
+    assert result["seconds"] >= 1.5
+    assert 300 * 2**20 <= result["peak_bytes"] < 2 * 2**30

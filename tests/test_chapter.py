@@ -128,6 +128,7 @@ def test_readme_example_as_the_string_papermill_passes() -> None:
         ("000_lesionseg", {"opening": "bogus"}, ["parameter opening", "'cross'", "got 'bogus'"]),
         (CHAPTER, {"epoch": 1}, ["parameter epoch", "did you mean epochs?"]),
         ("003_slsdeep", {"batch_size": 1}, ["parameter batch_size", "an int >= 2", "got 1"]),
+        (CHAPTER, {"lr_find_iters": 5}, ["parameter lr_find_iters", "at least 10", "got 5"]),
     ],
 )
 def test_a_wrong_parameter_stops_the_first_cell_and_makes_no_run_folder(

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from lessons_lib.params import NOT_GIVEN, ParameterError
-from lessons_lib.recipes import CHAPTERS, get_recipe, recipes
+from lessons_lib.recipes import CHAPTERS, OTHER_CHAPTERS, get_recipe, recipes
 from lessons_lib.source import source_of
 from lessons_lib.training.optim import AdamSpec, Schedule, SGDSpec
 
 IDS = list(CHAPTERS)
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def test_every_paper_chapter_has_one_recipe_named_after_it() -> None:
+    """The registry names every chapter notebook (so the tests parametrised by it are not
+    empty), and each recipe is the one of its chapter."""
+    notebooks = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if p.stem != "leaderboard")
+    assert sorted([*CHAPTERS, *OTHER_CHAPTERS]) == notebooks
+    assert IDS and [p for p in notebooks if p[:3].isdigit()] == IDS
     assert [r.chapter for r in recipes()] == IDS
     with pytest.raises(KeyError, match="valid: 000_lesionseg"):
         get_recipe("005_nope")

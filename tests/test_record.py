@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from lessons_lib.record import (
@@ -242,4 +241,6 @@ def test_comparison_table_rounds() -> None:
     table = comparison_table([precise], ["jaccard"], digits=2)
     assert table.loc["jaccard", ("x", "ours")] == 0.12
     assert table.loc["jaccard", ("x", "paper")] == 0.99
-    assert isinstance(comparison_table([precise]), pd.DataFrame)
+    default = comparison_table([precise])  # three digits
+    assert default.loc["jaccard", ("x", "ours")] == 0.123
+    assert default.loc["jaccard", ("x", "paper")] == 0.988

@@ -365,8 +365,9 @@ class Recipe:
 
     def describe(self, P: SimpleNamespace, learn: Any = None) -> dict[str, Any]:  # noqa: N803
         """What the run trained with, for ``metrics.json``: the declared optimiser and schedule,
-        the augmentation and input transforms, and (given the learner) the optimiser's class and
-        hyper-parameters per parameter group as read from it after training."""
+        the augmentation and input transforms, and (given the learner) the loss with its settings
+        and the optimiser's class and hyper-parameters per parameter group, as read from them
+        after training."""
         described: dict[str, Any] = {
             "recipe": f"{type(self).__module__}.{type(self).__name__}",
             "network": {"name": self.network(P)[0], **_plain(self.network(P)[1])},
@@ -377,6 +378,8 @@ class Recipe:
             "normalize": _plain(self.normalize(P)),
             "mixed_precision": bool(self.mixed_precision and torch.cuda.is_available()),
         }
+        if learn is not None and getattr(learn, "loss_func", None) is not None:
+            described["loss"] = _describe_loss(learn.loss_func)
         if learn is not None and getattr(learn, "opt", None) is not None:
             described["optimizer_used"] = read_optimizer(learn.opt)
         return described
@@ -401,6 +404,20 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
         return value.item()  # a NumPy scalar
     return repr(value)
+
+
+def _describe_loss(loss: Any) -> dict[str, Any]:
+    """A loss's class and its settings (public numbers, text and flags), and those of the loss
+    it wraps (fastai's ``BaseLoss`` keeps it as ``func``)."""
+    described: dict[str, Any] = {"class": type(loss).__name__}
+    for key, value in vars(loss).items():
+        setting = isinstance(value, (bool, int, float, str)) and not key.startswith("_")
+        if setting and key != "training":
+            described[key] = value
+    inner = getattr(loss, "func", None)
+    if isinstance(inner, torch.nn.Module):
+        described["func"] = _describe_loss(inner)
+    return described
 
 
 def _describe_transform(tfm: Any) -> dict[str, Any]:

@@ -18,6 +18,9 @@ from lessons_lib.params import Param
 from lessons_lib.recipes import Recipe, dataset_param, run_params, synthetic_params
 from lessons_lib.training.optim import FASTAI_ONE_CYCLE, AdamSpec, Schedule
 
+LR_FIND_MIN = 10
+"""The fewest iterations of the learning-rate finder that leave fastai points to suggest from."""
+
 
 class ResNet34UNetRecipe(Recipe):
     """The paper's recipe: ResNet34 U-Net, 512 px then 1024 px, Adam with one-cycle."""
@@ -25,7 +28,7 @@ class ResNet34UNetRecipe(Recipe):
     chapter = "002_resnet34_unet"
     title = "Raghunath & Nofallah, ISIC 2018"
     weights = "resnet34"
-    dry_run = dict(n_valid=1, lr_find_iters=20, images=2)  # lr_find needs 16+ points
+    dry_run = dict(n_valid=1, lr_find_iters=20, images=2)
     params = (
         dataset_param("isic2018", paper="isic2018"),
         *synthetic_params(n_synth=32, synth_size=160),
@@ -53,7 +56,7 @@ class ResNet34UNetRecipe(Recipe):
             "epochs",
             "int",
             "per stage: epochs training the whole network",
-            {"smoke": (6, 2), "full": (8, 4)},
+            {"smoke": (3, 1), "full": (8, 4)},
             shape=("stage",),
             low=0,
             role="epochs",
@@ -120,7 +123,7 @@ class ResNet34UNetRecipe(Recipe):
             "lr_find_iters",
             "int",
             "iterations of the learning-rate finder; 0 skips it",
-            {"smoke": 30, "full": 100},
+            {"smoke": 12, "full": 100},
             low=0,
         ),
         *run_params(
@@ -128,6 +131,15 @@ class ResNet34UNetRecipe(Recipe):
             loader_workers={"smoke": None, "full": 3},  # make bench: 3 keep up with an A100
         ),
     )
+
+    def constraints(self, P: SimpleNamespace) -> dict[str, str]:  # noqa: N803
+        if 0 < P.lr_find_iters < LR_FIND_MIN:
+            return {
+                "lr_find_iters": f"parameter lr_find_iters: expected 0 (no finder) or at least "
+                f"{LR_FIND_MIN} (fastai suggests a rate from the iterations left after dropping "
+                f"the first tenth and the last 5); got {P.lr_find_iters!r}"
+            }
+        return {}
 
     def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
         return "resnet34_unet", dict(

@@ -200,6 +200,13 @@ class SLSDeepRecipe(Recipe):
         ),
     )
 
+    # The variants of the paper's Table 1, by (epe_weight, skips); any other setting has no row.
+    variants = {(0.5, "one"): "SLSDeep", (0.0, "one"): "SLSDeep-EPE", (0.5, "all"): "SLSDeep+ASC"}
+
+    def variant(self, P: SimpleNamespace) -> str | None:  # noqa: N803
+        """The row of Table 1 this run trains (``None``: a setting the paper did not report)."""
+        return self.variants.get((float(P.epe_weight), P.skips))
+
     def constraints(self, P: SimpleNamespace) -> dict[str, str]:  # noqa: N803
         if P.min_zoom > P.max_zoom:
             return {

@@ -4,7 +4,8 @@
 * :mod:`~lessons_lib.training.callbacks`: :class:`PooledScore`, :class:`AtomicSaveModel`,
   :class:`HistoryCSV`, :func:`save_checkpoint`, the resume checkpoint of a stage and the stop on a
   non-finite loss (:class:`NonFiniteLossError`);
-* :mod:`~lessons_lib.training.learner`: :func:`make_learner` and :func:`fit_stage`;
+* :mod:`~lessons_lib.training.learner`: :func:`make_learner`, :func:`fit_stage` and
+  :func:`lr_find` (fastai's range test, with no failure when the loss diverges at once);
 * :mod:`~lessons_lib.training.distributed`: :func:`fit_distributed`, training on several GPUs
   (``make_learner(..., n_gpus=N)``; fastai's distributed support through Hugging Face accelerate).
 """
@@ -18,7 +19,7 @@ from lessons_lib.training.callbacks import (
 )
 from lessons_lib.training.dataloaders import CODES, load_mask01, segmentation_dls
 from lessons_lib.training.distributed import fit_distributed
-from lessons_lib.training.learner import fit_stage, make_learner
+from lessons_lib.training.learner import fit_stage, lr_find, make_learner
 
 __all__ = [
     "CODES",
@@ -28,6 +29,7 @@ __all__ = [
     "PooledScore",
     "fit_distributed",
     "fit_stage",
+    "lr_find",
     "load_mask01",
     "make_learner",
     "save_checkpoint",

@@ -25,7 +25,7 @@ import fastai.callback.schedule  # noqa: F401  (patches fit_one_cycle, lr_find)
 import numpy as np
 import pandas as pd
 import torch
-from fastai.callback.schedule import ParamScheduler, combined_cos
+from fastai.callback.schedule import ParamScheduler, combined_cos, valley
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.torch_core import num_distrib, rank_distrib
@@ -130,6 +130,43 @@ def make_learner(
     return learn
 
 
+def lr_find(learn: Learner, num_it: int) -> float | None:
+    """fastai's learning-rate range test (``Learner.lr_find``: the rate grows exponentially from
+    1e-7 to 10 over ``num_it`` iterations, stopped when the loss exceeds 4 times its best), its
+    plot, and fastai's ``valley`` suggestion; the model and optimiser are restored afterwards.
+
+    fastai suggests from the iterations left after dropping the first tenth, the last 5 and any
+    after a non-finite loss. When the loss diverged so early that fewer than two are left,
+    ``Learner.lr_find`` fails with an ``IndexError``; here the curve is plotted, the reason
+    printed, and ``None`` returned.
+
+    Args:
+        learn: From :func:`make_learner`.
+        num_it: Iterations of the range test.
+
+    Returns:
+        The suggested learning rate, or ``None``.
+    """
+    learn.lr_find(num_it=num_it, suggest_funcs=None, show_plot=False)
+    lrs = torch.tensor(learn.recorder.lrs[num_it // 10 : -5], dtype=torch.float64)
+    losses = torch.tensor([float(x) for x in learn.recorder.losses[num_it // 10 : -5]])
+    finite = torch.isfinite(losses)
+    if not finite.all():
+        first_bad = int(torch.nonzero(~finite)[0])
+        lrs, losses = lrs[:first_bad], losses[:first_bad]
+    if len(losses) < 2:
+        learn.recorder.plot_lr_find()
+        print(
+            f"the learning-rate finder stopped after {len(learn.recorder.losses)} of {num_it} "
+            "iterations (the loss diverged or too few iterations): too few points for a "
+            "suggestion"
+        )
+        return None
+    lr, point = valley(lrs, losses, num_it)
+    learn.recorder.plot_lr_find(suggestions=[point], nms=["valley"])
+    return lr
+
+
 def resumed_schedule(
     schedule: Callable[[float], Any], start: int, epochs: int
 ) -> Callable[[float], Any]:
@@ -191,6 +228,7 @@ def fit_stage(
     monitor: str | None = "valid_loss",
     patience: int | None = None,
     power: float | None = None,
+    last_stage: bool = False,
 ) -> pd.DataFrame:
     """Train one stage and keep its best (or last) epoch, saved as ``models/<stage>.pth``.
 
@@ -217,6 +255,9 @@ def fit_stage(
         patience: Stop early when ``monitor`` has not improved for this many epochs (fastai's
             ``EarlyStoppingCallback``); the best epoch is still the one kept.
         power: Exponent of a ``poly`` schedule given by name (default 0.9).
+        last_stage: The model is not trained after this stage: its optimiser state (momentum,
+            Adam's moments; as large as the model each) is freed once the stage's checkpoints
+            are written. The hyper-parameters stay (``metrics.json`` records them).
 
     Returns:
         This stage's rows of the history.
@@ -248,6 +289,8 @@ def fit_stage(
         history.stage = stage
         history.forget(stage, 0)
         history.rows.extend(rows.to_dict("records"))
+        if last_stage and learn.opt is not None:
+            learn.opt.clear_state()
         return rows
     if freeze is True:
         learn.freeze()
@@ -302,8 +345,11 @@ def fit_stage(
         learn.fit(epochs - start, lr_max, cbs=cbs)
     finally:
         history.epoch_offset = 0
+    learn.model.zero_grad(set_to_none=True)  # the last step's gradients: a model's size in memory
     if monitor is None:
         save_checkpoint(learn, stage)
+    if last_stage and learn.opt is not None:
+        learn.opt.clear_state()
     return _stage_rows(history, stage)
 
 

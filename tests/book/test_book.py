@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import bs4  # installed with jupyter-book (pydata-sphinx-theme needs it)
 import pytest
 import yaml
-
-bs4 = pytest.importorskip("bs4")
 
 pytestmark = pytest.mark.book
 

@@ -100,7 +100,7 @@ def test_split_pairs_is_seeded_and_disjoint(isic2017_root: Path) -> None:
     assert len(valid) == 4 and len(train) == 5 and not set(train) & set(valid)
     assert split_pairs(pairs, 4, seed=3) == (train, valid)
     assert len(split_pairs(pairs, 0.34)[1]) == 3
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="cannot hold out 9 of 9 images"):
         split_pairs(pairs, 9)
 
 
@@ -300,6 +300,7 @@ def test_real_isic2017_prepare_and_check(samples: Path, tmp_path: Path) -> None:
     root = samples / "isic2017-test-sample"
     assert check_dataset(root, "isic2017") == (9, [])
     prep = prepare(root, "isic2017", size=128, out=tmp_path / "p", splits=("test",))
+    assert len(prep.entries("test")) == 9  # the loop below checks every image
     for e in prep.entries("test"):
         assert min(e["size"]) == 128 and min(e["orig_size"]) >= 1936
         ratio = e["size"][0] / e["size"][1]

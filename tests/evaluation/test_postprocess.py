@@ -111,9 +111,9 @@ def test_accepts_torch_and_channel_dim():
 
 
 def test_rejects_bad_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need low <= high, got low=0.5, high=0.4"):
         dual_threshold(np.zeros((10, 10)), high=0.4, low=0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"\(H, W\) probability map, got shape \(2, 10, 10\)"):
         dual_threshold(np.zeros((2, 10, 10)))
 
 

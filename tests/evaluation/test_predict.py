@@ -22,7 +22,11 @@ import torch
 from fastai.vision.augment import Dihedral
 from fastcore.foundation import L
 from fasttransform import Transform
-from helpers import ADAM
+from helpers import ADAM, SYNTH_COUNTS
+from isic_challenge_scoring import metrics as official
+from isic_challenge_scoring.confusion import create_binary_confusion_matrix
+from isic_challenge_scoring.load_image import iter_image_pairs
+from isic_challenge_scoring.segmentation import SegmentationScore
 from PIL import Image
 
 from lessons_lib import chapter, cli
@@ -196,7 +200,9 @@ def test_spec_records_the_chapters_pipeline(single_run, ensemble_run) -> None:
 
 
 def test_prepared_image_is_the_cached_image(data) -> None:
-    for entry in data.entries("train"):
+    entries = data.entries("train")
+    assert len(entries) == SYNTH_COUNTS["train"]  # the loop below is not empty
+    for entry in entries:
         image, size = prepared_image(entry["orig_image"], PREPARE_SIZE)
         cached = np.asarray(Image.open(data.path / entry["image"]).convert("RGB"))
         assert image.size == tuple(entry["size"]) and size == tuple(entry["orig_size"])
@@ -223,11 +229,6 @@ def test_predict_equals_evaluate_and_the_official_scorer_agrees(
         assert Image.open(out / name).mode == "L" and set(np.unique(mask)) <= {0, 255}
         assert np.array_equal(mask, theirs[name]), name  # the chapter's own evaluation output
 
-    segmentation = pytest.importorskip("isic_challenge_scoring.segmentation")
-    from isic_challenge_scoring import metrics as official
-    from isic_challenge_scoring.confusion import create_binary_confusion_matrix
-    from isic_challenge_scoring.load_image import iter_image_pairs
-
     scores = score_dirs(truth, out)
     for pair in iter_image_pairs(truth, out):
         cm = create_binary_confusion_matrix(pair.truth_image > 128, pair.prediction_image > 128)
@@ -235,7 +236,7 @@ def test_predict_equals_evaluate_and_the_official_scorer_agrees(
         assert row["jaccard"] == pytest.approx(official.binary_jaccard(cm), abs=1e-12)
         assert row["dice"] == pytest.approx(official.binary_dice(cm), abs=1e-12)
         assert row["jaccard"] == pytest.approx(per_image.loc[pair.image_id, "jaccard"], abs=1e-12)
-    macro = segmentation.SegmentationScore.from_dir(truth, out).macro_average
+    macro = SegmentationScore.from_dir(truth, out).macro_average
     assert cli.main(["score", str(truth), str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)["summary"]
     for key in ("jaccard", "dice", "threshold_jaccard", "accuracy"):
@@ -248,7 +249,7 @@ def test_predict_equals_evaluate_and_the_official_scorer_agrees(
     with zipfile.ZipFile(truth_zip, "w") as z:
         for path in truth.iterdir():
             z.write(path, f"{TRAIN_TRUTH}/{path.name}")
-    from_zip = segmentation.SegmentationScore.from_zip_file(truth_zip, archive).macro_average
+    from_zip = SegmentationScore.from_zip_file(truth_zip, archive).macro_average
     assert from_zip["jaccard"] == pytest.approx(macro["jaccard"], abs=1e-12)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from isic_challenge_scoring.segmentation import SegmentationScore
 from PIL import Image
 
 from lessons_lib import metrics
@@ -205,7 +206,6 @@ def test_dangling_prediction_link(isic_dirs: tuple[Path, Path], tmp_path: Path) 
 
 def test_isic_rule_is_the_official_one(isic_dirs: tuple[Path, Path]) -> None:
     """ISIC ids keep the official rule: any prediction whose name contains the 7 digits."""
-    SegmentationScore = pytest.importorskip("isic_challenge_scoring.segmentation").SegmentationScore
     truth_dir, pred_dir = isic_dirs
     (pred_dir / "ISIC_0000002_segmentation.png").rename(pred_dir / "mask-0000002-v3.png")
     (pred_dir / "ISIC_0000003_segmentation.png").rename(pred_dir / "0000003.bmp.png")
@@ -317,8 +317,11 @@ def test_mixed_isic_and_own_ids(isic_dirs: tuple[Path, Path]) -> None:
     save(truth_dir / "extra_case.png", lesion(8, 10, 2, 2))
     save(pred_dir / "extra_case_segmentation.png", lesion(8, 10, 2, 2))
     table = metrics.score_dirs(truth_dir, pred_dir)
-    assert len(table) == 6 and table.loc["extra_case", "jaccard"] == 1.0
-    assert isinstance(table, pd.DataFrame)
+    assert list(table.index) == [f"ISIC_{i:07d}" for i in range(1, 6)] + ["extra_case"]
+    assert table.loc["extra_case", "jaccard"] == 1.0
+    assert table.loc["ISIC_0000001", "jaccard"] == pytest.approx(
+        metrics.score_pair(lesion(8, 10, 2, 2), lesion(8, 10, 3, 2))["jaccard"]
+    )  # the ISIC ids are still matched by their 7 digits
 
 
 # --- many files: decoded once each, on several processes ------------------------------------

@@ -10,16 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from isic_challenge_scoring import metrics as ref_metrics
+from isic_challenge_scoring.confusion import create_binary_confusion_matrix
+from isic_challenge_scoring.load_image import iter_image_pairs
+from isic_challenge_scoring.segmentation import SegmentationScore
 from PIL import Image
 
 from lessons_lib import metrics
 from lessons_lib.errors import DataError
-
-isic = pytest.importorskip("isic_challenge_scoring")
-from isic_challenge_scoring import metrics as ref_metrics  # noqa: E402
-from isic_challenge_scoring.confusion import create_binary_confusion_matrix  # noqa: E402
-from isic_challenge_scoring.load_image import iter_image_pairs  # noqa: E402
-from isic_challenge_scoring.segmentation import SegmentationScore  # noqa: E402
 
 # the official scorer uses a pandas keyword that pandas 3.1 deprecates; not our code
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in Series.rename")

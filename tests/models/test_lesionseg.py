@@ -134,10 +134,10 @@ def test_bn_everywhere_but_relu_not_after_conv3_3() -> None:
 
 
 def test_unknown_kwarg_is_a_type_error() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"lesionseg: unknown argument\(s\) foo; valid: "):
         build_model("lesionseg", foo=1)
-    with pytest.raises(TypeError):
-        build_model("lesionseg", pretrained=True)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) pretrained"):
+        build_model("lesionseg", pretrained=True)  # no ImageNet weights exist for LesionSeg
 
 
 def test_build_model_builds_it() -> None:

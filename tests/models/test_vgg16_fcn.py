@@ -96,25 +96,27 @@ def test_size_not_multiple_of_32(size: tuple[int, int]) -> None:
 
 
 def test_unknown_kwarg() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"vgg16_fcn: unknown argument\(s\) foo; valid: n_out"):
         build_model("vgg16_fcn", foo=1)
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "match"),
     [
-        {"n_out": 0},
-        {"n_out": 2.0},
-        {"in_channels": 0},
-        {"fusion": "max"},
-        {"dropout": 1.0},
-        {"dropout": -0.1},
-        {"deconv_init": "zeros"},
-        {"pretrained": None},
+        ({"n_out": 0}, "n_out must be a positive integer, got 0"),
+        ({"n_out": 2.0}, "n_out must be a positive integer, got 2.0"),
+        ({"in_channels": 0}, "in_channels must be a positive integer, got 0"),
+        ({"fusion": "max"}, "fusion must be one of .*, got 'max'"),
+        ({"dropout": 1.0}, r"dropout must be a probability in \[0, 1\), got 1.0"),
+        ({"dropout": -0.1}, r"dropout must be a probability in \[0, 1\), got -0.1"),
+        ({"deconv_init": "zeros"}, "deconv_init must be one of .*, got 'zeros'"),
+        ({"pretrained": None}, "pretrained must be True, False or a path, got None"),
     ],
 )
-def test_bad_values(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+def test_bad_values(kwargs: dict, match: str) -> None:
+    """Each bad value is refused by the builder's own check, naming the argument (torch's
+    ``nn.Dropout`` would refuse -0.1 too, but later and without saying which argument)."""
+    with pytest.raises(ValueError, match=match):
         vgg16_fcn(**kwargs)
 
 

@@ -3,10 +3,11 @@ smallest sizes.
 
 The default run of the chapter is tested centrally (tests/test_notebooks.py). The recipe tests
 check what ``lessons_lib/recipes/slsdeep.py`` declares (ranges, the zoom constraint, the cost
-counted from the published splits, the ``--help-notebook`` listing); the papermill runs check
-that ``-p epe_weight 0`` (SLSDeep-EPE) and ``-p skips all`` (SLSDeep+ASC) train the variant,
-compare it with its own row of the paper's Table 1, record the recipe's optimiser and schedule
-and write a complete run folder.
+counted from the published splits, the ``--help-notebook`` listing, which row of the paper's
+Table 1 each setting of the switches is). One papermill run flips both switches, ``-p epe_weight
+0`` (no EPE term) and ``-p skips all`` (every encoder stage reaches the decoder): it must train
+that network and loss, record the recipe's optimiser and schedule, write a complete run folder,
+and put no paper number beside a setting the paper did not report.
 """
 
 from __future__ import annotations
@@ -155,31 +156,30 @@ def _check_run_folder(out: Path, record: dict, gflops: float) -> dict:
     return results
 
 
-@pytest.mark.notebooks
-def test_epe_weight_0_is_the_slsdeep_epe_ablation(tmp_path: Path) -> None:
-    out, record = _run(tmp_path, epe_weight=0)
-    assert record["params"]["epe_weight"] == 0 and record["params"]["skips"] == "one"
-    results = _check_run_folder(out, record, gflops=242.97)
-    test = results["test"]
-    assert test["method"] == "SLSDeep-EPE" and record["details"]["variant"] == "SLSDeep-EPE"
-    # Table 1, ISBI 2017 SLSDeep-EPE: the reference row on synthetic data
-    assert test["reported"] == {
-        "accuracy": 0.913,
-        "dice": 0.826,
-        "jaccard": 0.704,
-        "sensitivity": 0.729,
-        "specificity": 0.986,
-    }
-    assert record["n_parameters"] == PAPER_PARAMS
+@pytest.mark.parametrize(
+    ("epe_weight", "skips", "row"),
+    [
+        (0.5, "one", "SLSDeep"),
+        (0, "one", "SLSDeep-EPE"),  # an int, as -p epe_weight 0 gives it
+        (0.5, "all", "SLSDeep+ASC"),
+        (0.0, "all", None),  # both ablations at once: not in Table 1
+        (0.25, "one", None),
+    ],
+)
+def test_each_setting_of_the_switches_names_its_row_of_table_1(epe_weight, skips, row) -> None:
+    P = RECIPE.resolve("smoke", {"epe_weight": epe_weight, "skips": skips})  # noqa: N806
+    assert RECIPE.variant(P) == row
 
 
 @pytest.mark.notebooks
-def test_skips_all_is_the_slsdeep_asc_ablation(tmp_path: Path) -> None:
-    out, record = _run(tmp_path, skips="all")
-    assert record["params"]["skips"] == "all" and record["params"]["epe_weight"] == 0.5
-    results = _check_run_folder(out, record, gflops=245.66)
-    test = results["test"]
-    assert test["method"] == "SLSDeep+ASC"
-    assert test["reported"]["jaccard"] == 0.739 and test["reported"]["specificity"] == 0.905
-    assert record["n_parameters"] == ASC_PARAMS
+def test_both_ablation_switches_at_once(tmp_path: Path) -> None:
+    out, record = _run(tmp_path, epe_weight=0, skips="all")
+    assert record["params"]["epe_weight"] == 0 and record["params"]["skips"] == "all"
+    results = _check_run_folder(out, record, gflops=245.66)  # the ASC network's FLOPs
+    name = "SLSDeep (epe_weight=0.0, skips=all)"
+    assert record["details"]["variant"] == name and results["test"]["method"] == name
+    assert results["test"]["reported"] == {}  # the paper has no row for it: none is shown
+    assert record["n_parameters"] == ASC_PARAMS  # four 1x1 skip reductions more than SLSDeep
     assert record["details"]["training"]["network"]["skips"] == "all"
+    loss = record["details"]["training"]["loss"]
+    assert (loss["class"], loss["alpha"]) == ("NLLEPELoss", 0.0)  # no EPE term

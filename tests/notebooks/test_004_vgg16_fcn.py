@@ -4,10 +4,11 @@ switches.
 The recipe tests are fast: the paper's optimiser written out, the augmentation off unless asked
 for, the cost counted from the published split sizes, the parameter checks. The default run
 (concatenation, both fusions compared) is tested for every chapter in
-``tests/test_notebooks.py``. Here: FCN's sum fusion as the chapter's model (the comparison then
-trains concatenation), and the augmentation and bilinear-deconvolution switches. Each run is as
-short as the chapter allows: 32x32 inputs, one epoch of one batch of 6 synthetic images. The
-network is the full 134 M-parameter one, so each model still takes seconds on a CPU.
+``tests/test_notebooks.py``. Here one run flips every switch: FCN's sum fusion as the chapter's
+model (the comparison then trains concatenation), the augmentation and the bilinear
+deconvolutions. It is as short as the chapter allows: 32x32 inputs, one epoch of one batch of 6
+synthetic images. The network is the full 134 M-parameter one, so each model still takes
+seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -159,37 +160,27 @@ def check_training(record: dict, augmented: bool) -> None:
 
 
 @pytest.mark.notebooks
-def test_sum_fusion_as_the_chapters_model(tmp_path: Path) -> None:
-    out, record = run_chapter(tmp_path, fusion="sum")
-    assert record["params"]["fusion"] == "sum" and record["params"]["size"] == 32
-    assert record["n_parameters"] == 134_309_900  # no fuse convolution: 26 fewer
+def test_every_switch_at_once(tmp_path: Path) -> None:
+    out, record = run_chapter(tmp_path, fusion="sum", augment=True, deconv_init="bilinear")
+    params = record["params"]
+    assert (params["fusion"], params["augment"], params["deconv_init"]) == ("sum", True, "bilinear")
+    assert params["size"] == 32 and params["compare_fusion"] is True
+    assert record["n_parameters"] == 134_309_900  # no fuse convolution: 26 fewer than concat
     results = check_results(record, {"valid_sum", "test_sum", "valid_concat", "test_concat"})
-    assert results["test_sum"]["method"] == "004_vgg16_fcn (fusion=sum)"
-    assert results["test_concat"]["method"] is None  # concatenation is the paper's method
+    # every setting that is not the paper's is in the name; concatenation is the paper's fusion
+    method = "004_vgg16_fcn (fusion=sum, augment, deconv_init=bilinear)"
+    assert results["test_sum"]["method"] == method
+    assert results["test_concat"]["method"] == "004_vgg16_fcn (augment, deconv_init=bilinear)"
     assert record["details"]["fusions_trained"] == ["sum", "concat"]
-    assert record["details"]["training"]["network"]["fusion"] == "sum"
-    check_training(record, augmented=False)
+    network = record["details"]["training"]["network"]
+    assert (network["fusion"], network["deconv_init"]) == ("sum", "bilinear")
+    check_training(record, augmented=True)
     assert (out / "history.csv").is_file() and (out / "models" / "train.pth").is_file()
     assert (out / "fusion_concat" / "models" / "train.pth").is_file()
     for name in results:
         assert (out / f"per_image_{name}.csv").is_file()
+        saved = list((out / "predictions" / name).glob("*_segmentation.png"))
+        assert len(saved) == results[name]["metrics"]["n_images"], name
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     expected = {"learning_curves", "ja_distribution", "fusion_pair", "overlays", "worst_cases"}
     assert expected <= figures
-
-
-@pytest.mark.notebooks
-def test_augmentation_and_bilinear_deconvolutions(tmp_path: Path) -> None:
-    out, record = run_chapter(tmp_path, augment=True, deconv_init="bilinear", compare_fusion=False)
-    assert record["params"]["augment"] is True
-    assert record["params"]["deconv_init"] == "bilinear"
-    results = check_results(record, {"valid_concat", "test_concat"})
-    method = "004_vgg16_fcn (augment, deconv_init=bilinear)"
-    assert all(r["method"] == method for r in results.values())
-    assert record["details"]["fusions_trained"] == ["concat"]
-    assert record["n_parameters"] == 134_309_926
-    check_training(record, augmented=True)
-    figures = {p.stem for p in (out / "figures").glob("*.png")}
-    assert "fusion_pair" not in figures and "learning_curves" in figures
-    saved = list((out / "predictions" / "test_concat").glob("*_segmentation.png"))
-    assert len(saved) == results["test_concat"]["metrics"]["n_images"]

@@ -3,7 +3,9 @@
 Chapter 002 (two progressive-resizing sizes, a frozen and an unfrozen stage each) is run by
 papermill in a subprocess and killed with SIGKILL, kernel included, once its second stage has
 checkpointed an epoch; the same command again must finish the run from there: a complete
-``metrics.json``, each finished epoch once in the history, the killed run's rows unchanged.
+``metrics.json``, each finished epoch once in the history, the killed run's rows unchanged. The
+``-p`` values (text, as papermill's command line passes them) override the smoke profile's and
+leave the others as they were.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import psutil
 import pytest
 from conftest import REPO
 
+from lessons_lib.recipes import get_recipe
+
 pytestmark = pytest.mark.notebooks
 
 NOTEBOOK = REPO / "notebooks" / "002_resnet34_unet.ipynb"
-# The smoke profile at its sizes, fewer epochs: 1 frozen + 3 unfrozen at 64 px, 1 at 128 px.
-PARAMS = {"epochs": "[3, 1]", "epochs_frozen": "[1, 0]", "lr_find_iters": "5"}
-STAGES = {"64px_frozen": 1, "64px": 3, "128px": 1}
+# The smoke profile at its sizes, fewer epochs: 1 frozen + 2 unfrozen at 64 px, 1 at 128 px.
+PARAMS = {"epochs": "[2, 1]", "epochs_frozen": "[1, 0]", "lr_find_iters": "0", "seed": "3"}
+STAGES = {"64px_frozen": 1, "64px": 2, "128px": 1}
 
 
 def papermill_command(out: Path, executed: Path) -> list[str]:
@@ -76,6 +80,11 @@ def test_a_killed_chapter_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     record = json.loads((out / "metrics.json").read_text())
     assert {r["name"] for r in record["results"]} == {"random_split", "official_valid"}
     assert record["details"]["resumed"] is True
+    params, smoke = record["params"], get_recipe("002_resnet34_unet").profile("smoke")
+    assert (params["epochs"], params["epochs_frozen"]) == ([2, 1], [1, 0])
+    assert (params["lr_find_iters"], params["seed"]) == (0, 3)
+    assert params["sizes"] == list(smoke.sizes) == [64, 128]  # not given: the profile's
+    assert params["batch_size"] == list(smoke.batch_size)
     final = pd.read_csv(history)
     assert not final.duplicated(["stage", "epoch"]).any()  # no finished epoch trained twice
     for stage, epochs in STAGES.items():
@@ -86,5 +95,5 @@ def test_a_killed_chapter_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     log = (tmp_path / "resumed.ipynb").read_text()
     assert "resuming the unfinished run" in log
     assert "stage '64px_frozen': finished by an earlier run" in log
-    assert f"stage '64px': resuming after epoch {done - 1} of 3" in log
+    assert f"stage '64px': resuming after epoch {done - 1} of {STAGES['64px']}" in log
     assert not list(out.rglob("*.resume.*"))  # a finished run keeps no resume checkpoints

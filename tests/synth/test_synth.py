@@ -131,6 +131,14 @@ def test_clean_images_are_easy_for_a_threshold():
 # --- SynthConfig ----------------------------------------------------------------------------
 
 
+def test_factors_are_the_config_fields_each_in_one_group():
+    """The two groups the tests above are parametrised by name every field once."""
+    fields = [f.name for f in dataclasses.fields(SynthConfig)]
+    assert sorted(ALL_FACTORS) == sorted(fields) and len(set(ALL_FACTORS)) == len(fields)
+    assert SynthConfig.LESION_FACTORS == ("irregular_border", "lesion_size")
+    assert {"hair", "ruler"} <= set(SynthConfig.NUISANCES)
+
+
 def test_config_none_only_and_validation():
     assert all(v == 0.0 for v in SynthConfig.none().to_dict().values())
     only = SynthConfig.only("hair", "ruler").to_dict()
@@ -236,7 +244,7 @@ def test_rewriting_removes_stale_images_and_foreign_folders_are_refused(tmp_path
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(DataError, match="not a synthetic dataset"):
         make_dataset(tmp_path / "mine", n=2, size=32)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="Training = 0 is not a valid count"):
         make_dataset(tmp_path / "bad", n=0)
 
 

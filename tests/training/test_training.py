@@ -24,6 +24,7 @@ from lessons_lib.training import (
     HistoryCSV,
     PooledScore,
     fit_stage,
+    lr_find,
     make_learner,
     segmentation_dls,
 )
@@ -90,6 +91,18 @@ def test_fit_stage_writes_history_and_best_checkpoint(tiny) -> None:
     assert all(torch.equal(saved[k], v) for k, v in learn.model.state_dict().items())
     with pytest.raises(ValueError, match="unknown schedule"):
         fit_stage(learn, "x", 1, 1e-3, schedule="cosine")
+
+
+def test_lr_find_suggests_a_rate_or_says_why_not(tiny, capsys) -> None:
+    """fastai's range test restores the model; too few iterations left to suggest from give
+    ``None`` and a reason (``Learner.lr_find`` itself fails with an IndexError)."""
+    *_, learn, _ = tiny
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    suggestion = lr_find(learn, 12)
+    assert suggestion is not None and 1e-7 <= suggestion <= 10
+    assert all(torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
+    assert lr_find(learn, 5) is None  # fastai drops the last 5 iterations: none is left
+    assert "too few points for a suggestion" in capsys.readouterr().out
 
 
 def test_evaluate_scores_at_original_size(tiny, tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def test_seven_channels_match_skimage(dtype):
 
 
 def test_rejects_non_rgb_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected RGB images .*got shape \(1, 4, 8, 8\)"):
         rgb_to_cdnn7(torch.rand(1, 4, 8, 8))
 
 
@@ -67,7 +67,7 @@ def test_rgb_mode_is_identity():
     x = TensorImage(torch.rand(2, 3, 16, 16))
     tfm = CDNNChannels("rgb")
     assert tfm(x) is x and tfm.n_channels == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="channels must be 'rgbhsvl' or 'rgb', got 'hsv'"):
         CDNNChannels("hsv")
 
 
@@ -129,5 +129,5 @@ def test_random_contrast_windows_are_per_channel():
     out = random_channel_contrast(x, low=(0.0, 20.0), high=(80.0, 100.0), generator=g)
     flat = out.flatten(0, 1)
     assert not any(torch.allclose(flat[0], flat[i]) for i in range(1, 14))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need 0 <= low <= high <= 100"):
         random_channel_contrast(x, low=(0.0, 60.0), high=(50.0, 100.0))
