@@ -179,3 +179,30 @@ def test_nbval_fails_when_a_marked_output_changes(tmp_path: Path) -> None:
     finally:
         copy.unlink()
     assert out.returncode == 1 and "Cell outputs differ" in out.stdout
+
+
+def test_the_determinism_check_sees_one_bit_of_difference(tmp_path: Path) -> None:
+    """``run_differences`` (the session's comparison of papermill's and nbval's runs): equal runs
+    give nothing; one per-image score off by the last bit, one metric, or a CSV only one run
+    wrote are each named."""
+    import numpy as np
+    import pandas as pd
+    from helpers import run_differences
+
+    def write(run: Path, score: float, dice: float) -> None:
+        (run / "fold0").mkdir(parents=True)
+        result = {"name": "test", "metrics": {"jaccard": score, "dice": dice}}
+        (run / "metrics.json").write_text(json.dumps({"results": [result]}))
+        pd.DataFrame({"jaccard": [0.5, score]}, index=["a", "b"]).to_csv(run / "per_image_test.csv")
+        pd.DataFrame({"epoch": [0], "valid_loss": [0.25]}).to_csv(run / "fold0" / "history.csv")
+
+    write(tmp_path / "a", 0.7, 0.8)
+    write(tmp_path / "b", 0.7, 0.8)
+    assert run_differences(tmp_path / "a", tmp_path / "b") == []
+    write(tmp_path / "c", float(np.nextafter(0.7, 1.0)), 0.8)
+    assert run_differences(tmp_path / "a", tmp_path / "c") == [
+        "metrics.json, evaluation 'test': jaccard differ",
+        "per_image_test.csv: values differ",
+    ]
+    (tmp_path / "c" / "per_image_valid.csv").write_text("image_id,jaccard\n")
+    assert "per_image_valid.csv: in one run only" in run_differences(tmp_path / "a", tmp_path / "c")
