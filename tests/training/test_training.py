@@ -93,6 +93,23 @@ def test_fit_stage_writes_history_and_best_checkpoint(tiny) -> None:
         fit_stage(learn, "x", 1, 1e-3, schedule="cosine")
 
 
+def test_a_stage_frees_gradients_and_a_last_stage_its_optimiser_state(tiny) -> None:
+    """After a stage no parameter keeps a gradient; after a last stage the optimiser keeps no
+    tensor (Adam's moments) but its hyper-parameters (what metrics.json records)."""
+    *_, learn, _ = tiny
+
+    def state_tensors() -> int:
+        states = learn.opt.state.values()
+        return sum(isinstance(v, torch.Tensor) for state in states for v in state.values())
+
+    fit_stage(learn, "kept", 1, 1e-4, schedule="constant", monitor=None)
+    assert all(p.grad is None for p in learn.model.parameters())
+    assert state_tensors() > 0  # another stage may follow: Adam's moments are kept
+    fit_stage(learn, "final", 1, 1e-4, schedule="constant", monitor=None, last_stage=True)
+    assert state_tensors() == 0
+    assert learn.opt.hypers[0]["lr"] == pytest.approx(1e-4)
+
+
 def test_lr_find_suggests_a_rate_or_says_why_not(tiny, capsys) -> None:
     """fastai's range test restores the model; too few iterations left to suggest from give
     ``None`` and a reason (``Learner.lr_find`` itself fails with an IndexError)."""
