@@ -311,6 +311,8 @@ def fit_stage(
                 save_checkpoint(learn, stage)
             if not rank_distrib():
                 print(f"stage {stage!r}: finished by an earlier run in this folder; loaded")
+            if last_stage:
+                learn.opt.clear_state()  # loaded with the model: freed as after training
             return _stage_rows(history, stage)
         if not rank_distrib():
             print(f"stage {stage!r}: resuming after epoch {start - 1} of {epochs} (earlier run)")

@@ -108,6 +108,11 @@ def test_a_stage_frees_gradients_and_a_last_stage_its_optimiser_state(tiny) -> N
     fit_stage(learn, "final", 1, 1e-4, schedule="constant", monitor=None, last_stage=True)
     assert state_tensors() == 0
     assert learn.opt.hypers[0]["lr"] == pytest.approx(1e-4)
+    # a rerun in the same folder loads the finished stage, optimiser state included: freed too
+    fit_stage(learn, "kept", 1, 1e-4, schedule="constant", monitor=None)
+    assert state_tensors() > 0
+    fit_stage(learn, "final", 1, 1e-4, schedule="constant", monitor=None, last_stage=True)
+    assert state_tensors() == 0
 
 
 def test_lr_find_suggests_a_rate_or_says_why_not(tiny, capsys) -> None:
