@@ -454,6 +454,69 @@ class Run:
         write_json(summary_file, summary)
         return per_image, summary, small
 
+    def external_evaluation(
+        self,
+        dataset: str | None,
+        data_dir: str | Path | None,
+        method: str | None = None,
+        batch_size: int = 8,
+    ) -> Result | None:
+        """Score the run's final model(s) on every image of a dataset it never trained on
+        (:func:`lessons_lib.evaluation.external.evaluate_external`): the result ``external``,
+        with ``details["external"]`` naming the dataset (the leaderboard's "external" column).
+
+        Call it after :meth:`save_predictor`: the images take the path the predictor records,
+        the chapter's own. Predicted masks go to ``predictions/external/``.
+
+        Args:
+            dataset: The external dataset's key (the ``external_dataset`` parameter); ``None``
+                prints how to ask for one and returns ``None``.
+            data_dir: Its folder (``external_data_dir``).
+            method: As :meth:`add_result`.
+            batch_size: Images per forward pass.
+
+        Raises:
+            DataError: ``data_dir`` is the folder this run trained on, or cannot be read.
+        """
+        from lessons_lib.evaluation.external import evaluate_external, external_title
+
+        if dataset is None:
+            print(
+                "external validation: none asked for (for example -p external_dataset ph2 "
+                "-p external_data_dir <the PH2 folder>)"
+            )
+            return None
+        trained_on = self.params.get("data_dir")
+        if trained_on is not None and Path(trained_on).expanduser().resolve() == (
+            Path(data_dir).expanduser().resolve()
+        ):
+            raise DataError(
+                "external_data_dir is the dataset this run trained on: an external validation "
+                "needs images the model never saw",
+                Path(data_dir),
+                "pass another dataset's folder as external_data_dir",
+            )
+        name = "external"
+        per_image, summary, _ = self.evaluation(
+            name,
+            lambda: evaluate_external(
+                self.out,
+                dataset,
+                data_dir,
+                save_dir=self.out / "predictions" / name,
+                batch_size=batch_size,
+            ),
+        )
+        words = (
+            f"external: {external_title(dataset)}, every image ({summary['n_images']}), "
+            "none seen in training"
+        )
+        result = self.add_result(
+            name, words, per_image, summary, reported={}, method=method, external=dataset
+        )
+        print(f"{words}: mean JA {summary['jaccard']:.3f}, mean Dice {summary['dice']:.3f}")
+        return result
+
     def comparison(self, names: Sequence[str] | None = None) -> pd.DataFrame:
         """Ours beside the paper for the evaluations ``names`` (default: those with reported
         numbers, else all): :func:`lessons_lib.record.comparison_table`."""

@@ -486,6 +486,8 @@ def _check_files(params: dict[str, Any], profile: str, weights: str | None) -> N
             fix="pass data_dir=<the unzipped dataset folder> (README: 'From download to "
             "submission'), or use dataset='synthetic'",
         )
+    if "external_dataset" in params:
+        _check_external(params)
     if "pretrained" in params:
         from lessons_lib.models.pretrained import check_pretrained
 
@@ -493,6 +495,31 @@ def _check_files(params: dict[str, Any], profile: str, weights: str | None) -> N
             check_pretrained(params["pretrained"], weights, require=profile == "full")
         except ValueError as err:
             raise ParameterError({"pretrained": f"parameter {err}"}) from None
+
+
+def _check_external(params: dict[str, Any]) -> None:
+    """``external_dataset`` and ``external_data_dir`` come together; the folder exists."""
+    dataset, folder = params.get("external_dataset"), params.get("external_data_dir")
+    if (dataset is None) != (folder is None):
+        given, missing = (
+            ("external_dataset", "external_data_dir")
+            if folder is None
+            else ("external_data_dir", "external_dataset")
+        )
+        raise ParameterError(
+            {
+                missing: f"parameter {missing}: expected with {given} (an external validation "
+                f"needs both the dataset's name and its folder); got {given}="
+                f"{params[given]!r} alone"
+            }
+        )
+    if folder is not None:
+        path = Path(folder).expanduser()
+        fix = "pass external_data_dir=<the folder you unzipped the external dataset into>"
+        if not path.exists():
+            raise DataError("external_data_dir does not exist", path, fix)
+        if not path.is_dir():
+            raise DataError("external_data_dir is a file, not a folder", path, fix)
 
 
 def _dry_run(

@@ -102,3 +102,31 @@ def test_a_dry_run_caps_epochs_and_takes_the_recipes_settings(tmp_path) -> None:
 def test_constraints_across_parameters_are_checked() -> None:
     with pytest.raises(ParameterError, match="min_zoom"):
         get_recipe("003_slsdeep").resolve("smoke", {"min_zoom": 1.2, "max_zoom": 1.1})
+
+
+def test_chapter_002_predicts_the_test_split_too_where_there_is_one() -> None:
+    """The random split, the official validation set and, where the dataset has one, the test
+    set: what the cost estimate counts as predicted once after training."""
+    R = get_recipe("002_resnet34_unet")  # noqa: N806
+    full = R.profile("full")
+    splits = R.splits(full)
+    assert R.predicted_images(full, splits) == full.n_valid + 100 + 1000  # ISIC 2018
+    assert R.predicted_images(full, {"train": 50, "valid": 10}) == full.n_valid + 10
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_an_external_validation_needs_a_dataset_and_its_folder(chapter: str, tmp_path) -> None:
+    from lessons_lib.errors import DataError
+
+    R = get_recipe(chapter)  # noqa: N806
+    assert R.resolve("smoke", {}).external_dataset is None  # none unless asked for
+    with pytest.raises(ParameterError, match="parameter external_data_dir: expected with"):
+        R.resolve("smoke", {"external_dataset": "ph2"})
+    with pytest.raises(ParameterError, match="parameter external_dataset: expected with"):
+        R.resolve("smoke", {"external_data_dir": str(tmp_path)})
+    with pytest.raises(ParameterError, match="parameter external_dataset"):
+        R.resolve("smoke", {"external_dataset": "ph3", "external_data_dir": str(tmp_path)})
+    with pytest.raises(DataError, match="external_data_dir does not exist"):
+        R.resolve("smoke", {"external_dataset": "ph2", "external_data_dir": str(tmp_path / "x")})
+    P = R.resolve("smoke", {"external_dataset": "ph2", "external_data_dir": str(tmp_path)})  # noqa: N806
+    assert (P.external_dataset, P.external_data_dir) == ("ph2", str(tmp_path))

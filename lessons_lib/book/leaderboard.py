@@ -98,7 +98,9 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         dataset, evaluation, evaluated on, profile``, the :data:`METRICS`, ``n_images``,
         ``reported`` (the paper's numbers, a dict), ``n_parameters``, ``wall_time_s``, ``device``,
         ``finished``, ``settings`` (a summary of the parameters), ``data`` (the run's
-        ``data_identity``) and ``run`` (the run folder).
+        ``data_identity``), ``external`` (the dataset key of an external validation,
+        :meth:`lessons_lib.chapter.Run.external_evaluation`; else ``None``) and ``run`` (the
+        run folder).
     """
     rows = []
     for path, record in read_records(runs_dir):
@@ -125,6 +127,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
                 finished=record.finished,
                 settings=_settings(record.params),
                 data=record.data_identity,
+                external=result.details.get("external"),
                 run=path.parent,
             )
             rows.append(row)
@@ -145,6 +148,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         "finished",
         "settings",
         "data",
+        "external",
         "run",
     ]
     return pd.DataFrame(rows, columns=columns)
@@ -181,14 +185,31 @@ def labels(runs: pd.DataFrame) -> pd.Series:
 
 
 def leaderboard_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The book's main table: our scores, best mean JA first, with cost and parameters."""
+    """The book's main table: our scores, best mean JA first, with cost and parameters.
+
+    An external validation (rows whose ``external`` names a dataset) is not a row of its own:
+    its mean JA stands in the column ``external JA`` of its run's other rows of the same method,
+    its dataset and image count in ``external data`` (both columns only when some run has one).
+    """
+    external = runs["external"].notna() if "external" in runs else pd.Series(False, runs.index)
+    outside, runs = runs[external], runs[~external]
     table = runs.assign(
         parameters=runs["n_parameters"].map(lambda n: "" if pd.isna(n) else f"{int(n):,}"),
         run_time=runs["wall_time_s"].map(_duration),
     )
     table = table.sort_values(["dataset", "jaccard"], ascending=[True, False])
     columns = ["method", "dataset", "evaluated on", "profile", *METRICS, "n_images"]
-    table = table[[*columns, "parameters", "run_time"]].rename(
+    extra = []
+    if not outside.empty:
+        found = {
+            (str(r["run"]), r["method"]): (r["jaccard"], f"{r['external']} ({r['n_images']})")
+            for _, r in outside.iterrows()
+        }
+        keys = list(zip(table["run"].astype(str), table["method"], strict=True))
+        table["external JA"] = [found.get(k, (np.nan, ""))[0] for k in keys]
+        table["external data"] = [found.get(k, (np.nan, ""))[1] for k in keys]
+        extra = ["external JA", "external data"]
+    table = table[[*columns, *extra, "parameters", "run_time"]].rename(
         columns={**LABELS, "n_images": "images", "run_time": "run time"}
     )
     return table.round(digits).reset_index(drop=True)

@@ -86,9 +86,11 @@ __all__ = [
     "mask_name",
     "predict_folder",
     "predict_images",
+    "predict_probs",
     "predictor_spec",
     "prepared_image",
     "read_predictor",
+    "spec_to_original",
     "write_predictor",
     "write_zip",
 ]
@@ -574,6 +576,68 @@ def _device(device: torch.device | str | None) -> torch.device:
     return device
 
 
+def predict_probs(
+    run_dir: Path | str,
+    images: Sequence[Path],
+    spec: Mapping[str, Any] | None = None,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
+    """Yield each image's lesion probability at the network's input size, as the run's chapter
+    predicts it (steps 1-3 of the module's list; an ensemble's average).
+
+    Args:
+        run_dir: The run folder (its ``predictor.json`` and weights).
+        images: Image files.
+        spec: The run's spec (default: read from ``run_dir``).
+        batch_size: Images per forward pass.
+        device: Default ``cuda`` if available, else ``cpu``.
+
+    Yields:
+        ``(image path, float32 (h, w) probability, (width, height) of the original)``.
+    """
+    spec = read_predictor(run_dir) if spec is None else spec
+    device = _device(device)
+    models = load_models(run_dir, spec, device)
+    items, batch_tfms = _pipelines(spec, device)
+    for start in range(0, len(images), batch_size):
+        chunk = list(images[start : start + batch_size])
+        tensors, sizes = [], []
+        for path in chunk:
+            image, size = prepared_image(path, spec["prepare_size"])
+            tensors.append(items(PILImage.create(image.convert("RGB"))))
+            sizes.append(size)
+        xb = batch_tfms(TensorImage(torch.stack(tensors)).to(device))
+        xb = xb.as_subclass(Tensor)
+        with torch.no_grad():
+            probs = [
+                foreground(activate(model(xb), activation).float()).cpu().numpy()
+                for model, activation in models
+            ]
+        for i, (path, size) in enumerate(zip(chunk, sizes, strict=True)):
+            prob = probs[0][i] if len(probs) == 1 else average_probs([p[i] for p in probs])
+            yield path, prob, size
+
+
+def spec_to_original(
+    spec: Mapping[str, Any],
+) -> Callable[[np.ndarray, tuple[int, int]], np.ndarray]:
+    """The spec's rule from a probability at input size to a mask at the original size:
+    ``(prob, (width, height)) -> bool mask`` (:func:`mask_at_original` with its resize,
+    post-processing and threshold)."""
+    post = spec["postprocess"]
+    postprocess = (
+        None if post is None else functools.partial(POSTPROCESS[post["name"]], **post["kwargs"])
+    )
+    return functools.partial(
+        mask_at_original,
+        resize=spec["resize"],
+        postprocess=postprocess,
+        postprocess_at=spec["postprocess_at"],
+        threshold=spec["threshold"],
+    )
+
+
 def predict_images(
     run_dir: Path | str,
     images: Sequence[Path],
@@ -594,33 +658,9 @@ def predict_images(
         ``(image path, bool (height, width) mask)``.
     """
     spec = read_predictor(run_dir) if spec is None else spec
-    device = _device(device)
-    models = load_models(run_dir, spec, device)
-    items, batch_tfms = _pipelines(spec, device)
-    post = spec["postprocess"]
-    postprocess = (
-        None if post is None else functools.partial(POSTPROCESS[post["name"]], **post["kwargs"])
-    )
-    for start in range(0, len(images), batch_size):
-        chunk = list(images[start : start + batch_size])
-        tensors, sizes = [], []
-        for path in chunk:
-            image, size = prepared_image(path, spec["prepare_size"])
-            tensors.append(items(PILImage.create(image.convert("RGB"))))
-            sizes.append(size)
-        xb = batch_tfms(TensorImage(torch.stack(tensors)).to(device))
-        xb = xb.as_subclass(Tensor)
-        with torch.no_grad():
-            probs = [
-                foreground(activate(model(xb), activation).float()).cpu().numpy()
-                for model, activation in models
-            ]
-        for i, (path, size) in enumerate(zip(chunk, sizes, strict=True)):
-            prob = probs[0][i] if len(probs) == 1 else average_probs([p[i] for p in probs])
-            mask = mask_at_original(
-                prob, size, spec["resize"], postprocess, spec["postprocess_at"], spec["threshold"]
-            )
-            yield path, mask
+    to_original = spec_to_original(spec)
+    for path, prob, size in predict_probs(run_dir, images, spec, batch_size, device):
+        yield path, to_original(prob, size)
 
 
 def mask_name(image: Path | str) -> str:

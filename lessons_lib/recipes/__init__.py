@@ -183,6 +183,25 @@ def run_params(
             section="run",
         ),
         Param(
+            "external_dataset",
+            "str",
+            "a dataset never trained on, every image scored after training; None: none",
+            every,
+            none_ok=True,
+            choices=DATASETS,
+            paper=NOT_APPLICABLE,
+            section="evaluation",
+        ),
+        Param(
+            "external_data_dir",
+            "path",
+            "the external dataset's unzipped folder (PH2 suits ISIC-trained models)",
+            every,
+            none_ok=True,
+            paper=NOT_APPLICABLE,
+            section="evaluation",
+        ),
+        Param(
             "dry_run",
             "bool",
             "True runs the profile's code path and sizes, one epoch per stage, a few images",
@@ -192,7 +211,14 @@ def run_params(
         ),
     ]
     if loader_workers is None:
-        return [p for p in declared if p.name not in ("loader_workers", "n_gpus", "dry_run")]
+        no_training = (
+            "loader_workers",
+            "n_gpus",
+            "external_dataset",
+            "external_data_dir",
+            "dry_run",
+        )
+        return [p for p in declared if p.name not in no_training]
     return declared
 
 

@@ -234,6 +234,28 @@ def test_tables(runs: Path):
     assert len(lb.filter_runs(df, profile=None, dataset="synthetic")) == 3
 
 
+def test_an_external_validation_is_a_column_of_its_run(tmp_path: Path):
+    """The external result of a run stands beside that run's own rows (same method), not as a
+    row; a run without one has it empty, and no run with one leaves the columns out."""
+    plain = lb.leaderboard_table(lb.collect_runs(write_run(tmp_path / "a", "000_x").parent))
+    assert "external JA" not in plain.columns
+    run = write_run(
+        tmp_path / "b",
+        "002_y",
+        results={"test": {"a": 0.9, "b": 0.7}, "external": {"p1": 0.6, "p2": 0.4, "p3": 0.5}},
+    )
+    write_run(tmp_path / "b", "003_z", results={"test": {"a": 0.2}})
+    edit_record(run, lambda r: r["results"][1]["details"].update(external="ph2"))
+    runs = lb.collect_runs(tmp_path / "b")
+    assert list(runs["external"].fillna("-")) == ["-", "ph2", "-"]
+    table = lb.leaderboard_table(runs).set_index("method")
+    assert len(table) == 2  # the external result is not a row
+    assert table.loc["002_y", "external JA"] == pytest.approx(0.5)
+    assert table.loc["002_y", "external data"] == "ph2 (3)"
+    assert np.isnan(table.loc["003_z", "external JA"]) and table.loc["003_z", "external data"] == ""
+    assert table.loc["002_y", "JA"] == pytest.approx(0.8)  # its own row keeps its own score
+
+
 def test_reported_table_only_lists_what_the_paper_reported(tmp_path: Path):
     write_run(
         tmp_path,

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from fastai.vision.augment import Dihedral
@@ -33,6 +34,7 @@ from lessons_lib import chapter, cli
 from lessons_lib.data import prepare
 from lessons_lib.errors import DataError
 from lessons_lib.evaluation import evaluate, predict_probs
+from lessons_lib.evaluation.external import evaluate_external, external_entries
 from lessons_lib.evaluation.postprocess import dual_threshold, threshold_and_open
 from lessons_lib.evaluation.predict import (
     PREDICTOR_FILE,
@@ -422,3 +424,66 @@ def test_what_cannot_be_recorded(single_run, data, tmp_path) -> None:
 
     with pytest.raises(DataError, match="outside the run folder"):
         write_predictor(tmp_path, predictor_spec(learn, data, weights))
+
+
+# ------------------------------------------------------------------- external validation
+def _folder_dataset(root: Path, images: Path, truth: Path) -> Path:
+    """The ``folder`` layout (images/, masks/) holding copies of an ISIC split's originals."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for image in sorted(images.glob("ISIC_???????.jpg")):
+        shutil.copy(image, root / "images" / image.name)
+        shutil.copy(truth / f"{image.stem}_segmentation.png", root / "masks")
+    return root
+
+
+def test_external_validation_scores_as_the_chapter_scores(
+    single_run, synthetic_root, tmp_path
+) -> None:
+    """Another dataset's images take the run's own path: the training images, read as a
+    ``folder`` dataset, score exactly what the chapter's evaluation scored on them."""
+    run, _, per_image = single_run
+    root = _folder_dataset(
+        tmp_path / "other", synthetic_root / TRAIN_IMAGES, synthetic_root / TRAIN_TRUTH
+    )
+    scores, summary, small = evaluate_external(
+        run, "folder", root, save_dir=tmp_path / "masks", batch_size=BS
+    )
+    assert summary["n_images"] == len(per_image) == 8 and set(small) == set(per_image.index)
+    pd.testing.assert_frame_equal(scores, per_image)
+    for name, mask in _masks(tmp_path / "masks").items():
+        assert np.array_equal(mask, _masks(run / "predictions")[name]), name
+
+    every = [e["id"] for e in external_entries("synthetic", synthetic_root)]
+    assert len(every) == sum(SYNTH_COUNTS.values())  # every split: nothing held back
+    with pytest.raises(DataError, match="not found|folder") as err:
+        evaluate_external(run, "ph2", root)  # the layout is not PH2's: said, with the folder
+    assert str(root) in str(err.value)
+    shutil.copy(root / "images" / f"{every[0]}.jpg", root / "images" / f"{every[0]}.png")
+    with pytest.raises(DataError, match="two images have the id"):
+        external_entries("folder", root)
+
+
+def test_a_run_records_its_external_validation(single_run, synthetic_root, tmp_path, capsys):
+    """``Run.external_evaluation``: nothing asked, nothing done (and said how to ask); the
+    training folder refused; else the result ``external``, its CSV and its masks."""
+    source, _, per_image = single_run
+    params = {"profile": "smoke", "dataset": "synthetic", "data_dir": str(synthetic_root)}
+    run = chapter.Run(tmp_path / "run", "000_lesionseg", "paper", params, {})
+    shutil.copy(source / PREDICTOR_FILE, run.out / PREDICTOR_FILE)
+    shutil.copytree(source / "models", run.out / "models")
+    assert run.external_evaluation(None, None) is None
+    assert "-p external_dataset ph2" in capsys.readouterr().out
+    with pytest.raises(DataError, match="the dataset this run trained on"):
+        run.external_evaluation("synthetic", synthetic_root)
+    other = _folder_dataset(
+        tmp_path / "other", synthetic_root / TRAIN_IMAGES, synthetic_root / TRAIN_TRUTH
+    )
+    result = run.external_evaluation("folder", other, batch_size=BS)
+    assert result.name == "external" and result.details == {"external": "folder"}
+    assert result.metrics["n_images"] == 8 and result.reported == {}
+    assert "every image (8), none seen in training" in result.evaluated_on
+    saved = pd.read_csv(run.out / "per_image_external.csv", index_col=0)
+    assert saved["jaccard"].tolist() == pytest.approx(per_image["jaccard"].tolist(), abs=1e-12)
+    assert len(list((run.out / "predictions" / "external").glob("*.png"))) == 8
+    assert f"mean JA {result.metrics['jaccard']:.3f}" in capsys.readouterr().out

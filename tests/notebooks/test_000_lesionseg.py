@@ -18,6 +18,7 @@ from PIL import Image
 
 from lessons_lib.params import NOT_GIVEN, ParameterError
 from lessons_lib.recipes import get_recipe
+from lessons_lib.synth import make_dataset
 from lessons_lib.training.optim import AdamSpec, Schedule
 
 PATH = next(nb for nb in CHAPTERS if nb.stem == "000_lesionseg")
@@ -140,8 +141,16 @@ def test_wrong_parameter_stops_the_first_code_cell(tmp_path: Path, given: dict) 
 @pytest.mark.notebooks
 def test_every_switch_at_once(tmp_path: Path) -> None:
     """Bilinear upsampling, reading B of Table 1 and the square opening, in one run: each
-    switch shows in what the run records."""
-    record = _run(tmp_path, upsample="bilinear", reading="B", opening="square")
+    switch shows in what the run records; and an external validation on another dataset."""
+    other = make_dataset(tmp_path / "other", n=4, n_valid=1, n_test=1, size=96, seed=9)
+    record = _run(
+        tmp_path,
+        upsample="bilinear",
+        reading="B",
+        opening="square",
+        external_dataset="synthetic",
+        external_data_dir=str(other),
+    )
     assert record["chapter"] == "000_lesionseg" and record["profile"] == "smoke"
     params = record["params"]
     assert (params["upsample"], params["reading"], params["opening"]) == ("bilinear", "B", "square")
@@ -158,7 +167,12 @@ def test_every_switch_at_once(tmp_path: Path) -> None:
         "test_opening_none",
         "valid_opening_cross",
         "test_opening_cross",
+        "external",
     }
+    external = results["external"]  # every image of the other dataset, none trained on
+    assert external["metrics"]["n_images"] == 6 and external["details"] == {"external": "synthetic"}
+    assert external["method"] is None and external["reported"] == {}  # the chapter's own model
+    assert len(list((tmp_path / "out" / "predictions" / "external").glob("*.png"))) == 6
     assert results["valid"]["reported"] == {"jaccard": 0.642}
     assert results["test"]["reported"] == {}
     assert "opening square" in results["valid"]["evaluated_on"]
