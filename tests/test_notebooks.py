@@ -140,6 +140,7 @@ def test_chapter_002_on_real_dermoscopy_images(samples: Path, tmp_path: Path, mo
     by_name = {r["name"]: r["metrics"] for r in record["results"]}
     assert by_name["random_split"]["n_images"] == 6
     assert by_name["official_valid"]["n_images"] == 4  # the seeded 10% split of 41 images
+    assert by_name["official_test"]["n_images"] == 8  # and its 20% test split, scored too
     saved = sorted((tmp_path / "out" / "predictions" / "official_valid").iterdir())
     from PIL import Image
 
