@@ -46,6 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/nbstripout --keep-count --verify notebooks/*.ipynb
 	$(BIN)/python -m lessons_lib.recipes sync --check
+	$(BIN)/python -m lessons_lib.book.colab --check
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -57,9 +58,11 @@ format: $(STAMP)
 references: $(STAMP)
 	$(BIN)/python -m lessons_lib.book.references
 
-# Each notebook's papermill parameters cell, written from its recipe (lessons_lib/recipes/).
+# Each notebook's papermill parameters cell, written from its recipe (lessons_lib/recipes/),
+# and its first cell, the Colab install cell, from _config.yml's repository url.
 recipes: $(STAMP)
 	$(BIN)/python -m lessons_lib.recipes sync
+	$(BIN)/python -m lessons_lib.book.colab
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -53,10 +53,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def runs_dir() -> Path:
-    """Where chapter runs are written: ``$LESSONS_RUNS`` or ``<repository>/runs``."""
+    """Where chapter runs are written: ``$LESSONS_RUNS``; else ``<repository>/runs`` in a
+    checkout of the course, or ``runs/`` in the working folder where the library is installed
+    as a package (a chapter opened on Colab: ``/content/runs``)."""
     import os
 
-    return Path(os.environ.get("LESSONS_RUNS", REPO / "runs"))
+    if "LESSONS_RUNS" in os.environ:
+        return Path(os.environ["LESSONS_RUNS"])
+    return REPO / "runs" if (REPO / "pyproject.toml").is_file() else Path.cwd() / "runs"
 
 
 def default_out(chapter: str, profile: str, dataset: str, dry_run: bool = False) -> Path:

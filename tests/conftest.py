@@ -31,6 +31,9 @@ Other parameters, one run for each thing it shows:
   switches at once (3); 000's wrong parameters stop the first code cell (2 short kernels).
 * tests/test_notebooks.py: chapter 002 on real HAM10000 images (1, skipped without the samples);
   nbval on a tampered copy of data_and_metrics, cut after the tampered cell (1 short kernel).
+* tests/book/test_colab.py: chapter 000's first cells (parameters, the Colab install cell,
+  imports, the run folder) in a fresh virtual environment posing as Colab (a Python process,
+  no kernel, no training).
 * tests/book/test_book.py: the strict book build renders ``chapter_runs`` and executes the
   leaderboard (1); tests/book/test_leaderboard.py: the leaderboard with and without runs (2);
   tests/book/test_runs.py: a two-notebook book built four times (2 one-cell kernels a build that

@@ -135,7 +135,8 @@ def test_wrong_parameter_stops_the_first_code_cell(tmp_path: Path, given: dict) 
     cells = json.loads((tmp_path / "executed.ipynb").read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     failed = [i for i, c in enumerate(code) if any(o.get("ename") for o in c["outputs"])]
-    assert failed == [2]  # parameters, papermill's injected parameters, then the first cell
+    # parameters, papermill's injected parameters, the Colab install cell, then the first cell
+    assert failed == [3]
 
 
 @pytest.mark.notebooks
