@@ -464,10 +464,11 @@ class Run:
         data_dir: str | Path | None,
         method: str | None = None,
         batch_size: int = 8,
-    ) -> Result | None:
+    ) -> pd.DataFrame | None:
         """Score the run's final model(s) on every image of a dataset it never trained on
-        (:func:`lessons_lib.evaluation.external.evaluate_external`): the result ``external``,
-        with ``details["external"]`` naming the dataset (the leaderboard's "external" column).
+        (:func:`lessons_lib.evaluation.external.evaluate_external`): the result ``external``
+        (:meth:`add_result`), with ``details["external"]`` naming the dataset (the leaderboard's
+        "external" column), and its mean JA and Dice printed.
 
         Call it after :meth:`save_predictor`: the images take the path the predictor records,
         the chapter's own. Predicted masks go to ``predictions/external/``.
@@ -478,6 +479,9 @@ class Run:
             data_dir: Its folder (``external_data_dir``).
             method: As :meth:`add_result`.
             batch_size: Images per forward pass.
+
+        Returns:
+            The per-image scores (as the chapter keeps its other evaluations'), or ``None``.
 
         Raises:
             DataError: ``data_dir`` is the folder this run trained on, or cannot be read.
@@ -515,11 +519,11 @@ class Run:
             f"external: {external_title(dataset)}, every image ({summary['n_images']}), "
             "none seen in training"
         )
-        result = self.add_result(
+        self.add_result(
             name, words, per_image, summary, reported={}, method=method, external=dataset
         )
         print(f"{words}: mean JA {summary['jaccard']:.3f}, mean Dice {summary['dice']:.3f}")
-        return result
+        return per_image
 
     def comparison(self, names: Sequence[str] | None = None) -> pd.DataFrame:
         """Ours beside the paper for the evaluations ``names`` (default: those with reported

@@ -25,6 +25,7 @@ from conftest import REPO, papermill
 from lessons_lib.data.layouts import PUBLISHED_SPLITS
 from lessons_lib.params import ParameterError
 from lessons_lib.recipes import get_recipe, parameters_cell
+from lessons_lib.synth import make_dataset
 
 NOTEBOOK = REPO / "notebooks" / "003_slsdeep.ipynb"
 RECIPE = get_recipe("003_slsdeep")
@@ -126,8 +127,9 @@ def _run(tmp_path: Path, **params) -> tuple[Path, dict]:
 def _check_run_folder(out: Path, record: dict, gflops: float) -> dict:
     """Common checks; returns the results by evaluation name."""
     results = {r["name"]: r for r in record["results"]}
-    assert set(results) == {"test", "valid"}  # the synthetic data has the ISIC 2017 layout
-    for result in results.values():
+    # the synthetic data has the ISIC 2017 layout; "external" when one was asked for
+    assert set(results) - {"external"} == {"test", "valid"}
+    for result in (results["test"], results["valid"]):
         metrics = result["metrics"]
         assert metrics["n_images"] == 8
         for key in ("jaccard", "dice", "pooled_jaccard", "pooled_dice", "accuracy"):
@@ -173,12 +175,21 @@ def test_each_setting_of_the_switches_names_its_row_of_table_1(epe_weight, skips
 
 @pytest.mark.notebooks
 def test_both_ablation_switches_at_once(tmp_path: Path) -> None:
-    out, record = _run(tmp_path, epe_weight=0, skips="all")
+    other = make_dataset(tmp_path / "other", n=4, n_valid=1, n_test=1, size=96, seed=9)
+    out, record = _run(
+        tmp_path,
+        epe_weight=0,
+        skips="all",
+        external_dataset="synthetic",
+        external_data_dir=str(other),
+    )
     assert record["params"]["epe_weight"] == 0 and record["params"]["skips"] == "all"
     results = _check_run_folder(out, record, gflops=245.66)  # the ASC network's FLOPs
     name = "SLSDeep (epe_weight=0.0, skips=all)"
     assert record["details"]["variant"] == name and results["test"]["method"] == name
     assert results["test"]["reported"] == {}  # the paper has no row for it: none is shown
+    external = results["external"]  # the variant's model on another dataset, its method named
+    assert external["method"] == name and external["metrics"]["n_images"] == 6
     assert record["n_parameters"] == ASC_PARAMS  # four 1x1 skip reductions more than SLSDeep
     assert record["details"]["training"]["network"]["skips"] == "all"
     loss = record["details"]["training"]["loss"]
