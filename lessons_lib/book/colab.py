@@ -85,18 +85,20 @@ def chapter_notebooks(notebooks: Path = NOTEBOOKS) -> list[Path]:
 
 
 def _slot(nb: nbformat.NotebookNode) -> int:
-    """Where the install cell belongs: the first code cell after the papermill parameters cell
-    (the first code cell where there is none), the chapter's opening being title, parameters,
-    then everything that runs."""
+    """Where the install cell belongs: right after the papermill parameters cell (the
+    chapter's opening being title, parameters, then everything that runs), or first of the
+    code cells where there is no parameters cell."""
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    if tagged:
+        return tagged[0] + 1
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    tagged = [i for i in code if "parameters" in nb.cells[i].metadata.get("tags", [])]
-    after = [i for i in code if not tagged or i > tagged[0]]
-    return after[0] if after else len(nb.cells)
+    return code[0] if code else len(nb.cells)
 
 
 def sync(notebooks: Path = NOTEBOOKS, config: Path = CONFIG, check: bool = False) -> list[Path]:
-    """Write (or, with ``check``, compare) each notebook's install cell: its first code cell
-    after the parameters cell. A notebook without one gets it inserted there.
+    """Write (or, with ``check``, compare) each notebook's install cell: the cell right after
+    the parameters cell. A notebook without one gets it inserted there (an install cell
+    elsewhere is moved there).
 
     Returns:
         The notebooks whose cell differed.
@@ -112,10 +114,11 @@ def sync(notebooks: Path = NOTEBOOKS, config: Path = CONFIG, check: bool = False
         differing.append(path)
         if check:
             continue
-        if cell is not None and cell.source.startswith(MARKER):
+        if cell is not None and cell.cell_type == "code" and cell.source.startswith(MARKER):
             cell.source = wanted
         else:
-            nb.cells.insert(slot, nbformat.v4.new_code_cell(wanted))
+            nb.cells = [c for c in nb.cells if not c.source.startswith(MARKER)]
+            nb.cells.insert(_slot(nb), nbformat.v4.new_code_cell(wanted))
         nbformat.write(nb, path)
     return differing
 

@@ -30,9 +30,10 @@ def test_every_notebook_opens_with_the_install_cell() -> None:
     url = colab.repository_url()
     for path in colab.chapter_notebooks():
         nb = nbformat.read(path, as_version=4)
-        code = [c for c in nb.cells if c.cell_type == "code"]
-        assert "parameters" in code[0].metadata.get("tags", []), path.name
-        assert code[1].source.startswith(colab.MARKER) and f"git+{url}" in code[1].source
+        (at,) = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+        install = nb.cells[at + 1]  # right after the parameters, before any heading
+        assert install.cell_type == "code" and install.source.startswith(colab.MARKER)
+        assert f"git+{url}" in install.source, path.name
 
 
 def test_sync_follows_the_configured_address(tmp_path: Path) -> None:
@@ -40,21 +41,26 @@ def test_sync_follows_the_configured_address(tmp_path: Path) -> None:
     notebooks.mkdir()
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("a = 1", metadata={"tags": ["parameters"]})
-    nb.cells = [nbformat.v4.new_markdown_cell("# T"), params, nbformat.v4.new_code_cell("x = 1")]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# T"),
+        params,
+        nbformat.v4.new_markdown_cell("## Setup"),
+        nbformat.v4.new_code_cell("x = 1"),
+    ]
     nbformat.write(nb, notebooks / "t.ipynb")
     config = tmp_path / "_config.yml"
     config.write_text("repository:\n  url: https://example.org/a/b\n")
     assert colab.sync(notebooks, config, check=True) == [notebooks / "t.ipynb"]
     assert colab.sync(notebooks, config) == [notebooks / "t.ipynb"]  # after the parameters
     cells = nbformat.read(notebooks / "t.ipynb", as_version=4).cells
-    wanted = ["a = 1", colab.install_cell("https://example.org/a/b"), "x = 1"]
+    wanted = ["a = 1", colab.install_cell("https://example.org/a/b"), "## Setup", "x = 1"]
     assert [c.source for c in cells[1:]] == wanted
     assert colab.sync(notebooks, config, check=True) == []
     config.write_text("repository:\n  url: https://example.org/fork/b\n")
     assert colab.sync(notebooks, config, check=True) == [notebooks / "t.ipynb"]
     colab.sync(notebooks, config)  # replaced, not inserted again
     cells = nbformat.read(notebooks / "t.ipynb", as_version=4).cells
-    assert len(cells) == 4 and "git+https://example.org/fork/b" in cells[2].source
+    assert len(cells) == 5 and "git+https://example.org/fork/b" in cells[2].source
     config.write_text("title: no repository\n")
     with pytest.raises(SystemExit, match="no repository url"):
         colab.sync(notebooks, config)
