@@ -471,15 +471,12 @@ def _check_files(params: dict[str, Any], profile: str, weights: str | None) -> N
         )
     data_dir = params.get("data_dir")
     if data_dir is not None:
-        folder = Path(data_dir).expanduser()
-        fix = (
+        _check_folder(
+            "data_dir",
+            data_dir,
             "pass data_dir=<the folder you unzipped the dataset into> (README: 'From download "
-            "to submission'), or data_dir=None for generated synthetic data"
+            "to submission'), or data_dir=None for generated synthetic data",
         )
-        if not folder.exists():
-            raise DataError("data_dir does not exist", folder, fix)
-        if not folder.is_dir():
-            raise DataError("data_dir is a file, not a folder", folder, fix)
     elif params.get("dataset") not in (None, "synthetic"):
         raise DataError(
             f"dataset={params['dataset']!r} needs data_dir",
@@ -514,12 +511,17 @@ def _check_external(params: dict[str, Any]) -> None:
             }
         )
     if folder is not None:
-        path = Path(folder).expanduser()
         fix = "pass external_data_dir=<the folder you unzipped the external dataset into>"
-        if not path.exists():
-            raise DataError("external_data_dir does not exist", path, fix)
-        if not path.is_dir():
-            raise DataError("external_data_dir is a file, not a folder", path, fix)
+        _check_folder("external_data_dir", folder, fix)
+
+
+def _check_folder(name: str, value: str, fix: str) -> None:
+    """The folder parameter ``name`` exists and is a folder (a :class:`DataError` naming it)."""
+    folder = Path(value).expanduser()
+    if not folder.exists():
+        raise DataError(f"{name} does not exist", folder, fix)
+    if not folder.is_dir():
+        raise DataError(f"{name} is a file, not a folder", folder, fix)
 
 
 def _dry_run(

@@ -645,14 +645,8 @@ def predict_images(
     batch_size: int = 8,
     device: torch.device | str | None = None,
 ) -> Iterator[tuple[Path, np.ndarray]]:
-    """Yield each image's mask at its original size, predicted as the run's chapter predicts.
-
-    Args:
-        run_dir: The run folder (its ``predictor.json`` and weights).
-        images: Image files.
-        spec: The run's spec (default: read from ``run_dir``).
-        batch_size: Images per forward pass.
-        device: Default ``cuda`` if available, else ``cpu``.
+    """Yield each image's mask at its original size, predicted as the run's chapter predicts:
+    :func:`predict_probs` (same arguments), then :func:`spec_to_original`.
 
     Yields:
         ``(image path, bool (height, width) mask)``.
