@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from lessons_lib.atomic import cache_dir, jsonable, temp_destination, write_json, write_with
+from lessons_lib.data.layouts import needs_data_dir
 from lessons_lib.data.prepare import PreparedData, prepare
 from lessons_lib.errors import DataError
 from lessons_lib.params import ParameterError
@@ -144,11 +145,7 @@ def get_data(
     """
     if data_dir is None:
         if dataset != "synthetic":
-            raise DataError(
-                f"dataset={dataset!r} needs data_dir",
-                fix="pass data_dir=<the unzipped dataset folder> (README: 'Full reproduction'),"
-                " or use dataset='synthetic'",
-            )
+            raise needs_data_dir(dataset)
         from lessons_lib.synth import default_count, make_dataset
 
         synth = {k: v for k, v in (synth or {}).items() if v is not None}
@@ -340,6 +337,7 @@ class Run:
             )
         self.chapter, self.paper, self.env = chapter, paper, env
         self.results: list[Result] = []
+        self.baseline: dict[str, dict[str, Any]] = {}
         self.timings: dict[str, float] = {}
         self.start = time.time()
         self._mark = self.start
@@ -525,6 +523,70 @@ class Run:
         print(f"{words}: mean JA {summary['jaccard']:.3f}, mean Dice {summary['dice']:.3f}")
         return per_image
 
+    def beside_baseline(
+        self, data: PreparedData, split: str, per_image: pd.DataFrame
+    ) -> pd.DataFrame:
+        """This run's per-image mean Jaccard on ``split`` beside the classical baseline's
+        (:class:`lessons_lib.baseline.ClassicalBaseline`, the course's thresholding floor) on
+        the very same images, scored the same way (at original size, the challenge metrics).
+
+        The baseline segments each image the network was given (the prepared cache) and its
+        masks are scored against the original masks, as :func:`lessons_lib.evaluation.evaluate`
+        scores the network's. Its per-image scores are written as
+        ``per_image_baseline_<split>.csv`` and its summary goes into ``metrics.json``
+        (``details.baseline``, with the gap); it is not one of the run's results (the leaderboard
+        lists methods, and the baseline is none of this chapter's). A resumed run reads a stored
+        baseline back (:meth:`evaluation`).
+
+        Args:
+            data: The prepared data the run evaluated on.
+            split: The evaluated split (``"test"`` where the dataset has one).
+            per_image: The run's per-image scores on it (indexed by image id).
+
+        Returns:
+            One row per method (this chapter, the baseline, the gap): images, mean and median
+            per-image Jaccard, and the share of images where the chapter's is higher.
+        """
+        from lessons_lib.baseline import ClassicalBaseline
+
+        ids = [str(i) for i in per_image.index]
+        missing = sorted(set(ids) - {e["id"] for e in data.entries(split)})
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of the {len(ids)} scored images are not in the {split!r} split "
+                f"(e.g. {missing[0]}): the baseline would score other images; "
+                "pass the split the scores come from"
+            )
+        baseline, _, _ = self.evaluation(
+            f"baseline_{split}", lambda: ClassicalBaseline().evaluate(data, split, ids=ids)
+        )
+        write_with(self.out / f"per_image_baseline_{split}.csv", lambda p: baseline.to_csv(p))
+        ours = per_image["jaccard"].astype(float)
+        floor = baseline["jaccard"].astype(float).reindex(ids)
+        ours.index = floor.index
+        summary = {
+            "split": split,
+            "n_images": len(ours),
+            "jaccard": round(float(ours.mean()), 4),
+            "baseline_jaccard": round(float(floor.mean()), 4),
+            "gap": round(float(ours.mean() - floor.mean()), 4),
+            "share_better": round(float((ours > floor).mean()), 4),
+        }
+        self.baseline[split] = summary
+        print(
+            f"{split}, {len(ours)} images: this chapter's mean JA {summary['jaccard']:.3f} | "
+            f"classical baseline {summary['baseline_jaccard']:.3f} on the same images | "
+            f"gap {summary['gap']:+.3f} (better on {summary['share_better']:.0%} of the images)"
+        )
+        return pd.DataFrame(
+            {
+                "images": [len(ours), len(ours), None],
+                "mean JA": [ours.mean(), floor.mean(), ours.mean() - floor.mean()],
+                "median JA": [ours.median(), floor.median(), ours.median() - floor.median()],
+            },
+            index=["this chapter", "classical baseline", "gap"],
+        ).round(3)
+
     def comparison(self, names: Sequence[str] | None = None) -> pd.DataFrame:
         """Ours beside the paper for the evaluations ``names`` (default: those with reported
         numbers, else all): :func:`lessons_lib.record.comparison_table`."""
@@ -592,6 +654,8 @@ class Run:
         """
         if self.resumed:
             details = {"resumed": True, **details}
+        if self.baseline:
+            details = {"baseline": self.baseline, **details}
         peak = None
         if torch.cuda.is_available():
             peak = round(torch.cuda.max_memory_allocated() / 2**30, 2)

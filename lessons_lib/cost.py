@@ -42,6 +42,7 @@ __all__ = [
     "GPU",
     "OPTIMIZER_STATES",
     "RTX_4090",
+    "T4",
     "CostEstimate",
     "Stage",
     "StageCost",
@@ -87,6 +88,10 @@ A100_40GB = GPU("NVIDIA A100 40GB", memory_gb=40.0, fp32_tflops=19.5, fp16_tflop
 # NVIDIA Ada Lovelace GPU architecture whitepaper, GeForce RTX 4090: peak FP32 82.6 TFLOPS, peak
 # FP16 Tensor TFLOPS with FP32 accumulate 165.2 (330.4 with sparsity), 24 GB GDDR6X.
 RTX_4090 = GPU("NVIDIA GeForce RTX 4090", memory_gb=24.0, fp32_tflops=82.6, fp16_tflops=165.2)
+# NVIDIA T4 Tensor Core GPU datasheet: single precision 8.1 TFLOPS, mixed precision (FP16/FP32)
+# 65 TFLOPS, 16 GB GDDR6 (15 GiB as torch.cuda reports it on Colab's free tier).
+T4 = GPU("NVIDIA T4", memory_gb=15.0, fp32_tflops=8.1, fp16_tflops=65.0)
+"""Colab's free-tier GPU: the card the ``colab`` profile is sized for."""
 
 
 def _hw(size: int | Sequence[int]) -> tuple[int, int]:

@@ -22,12 +22,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from lessons_lib.atomic import jsonable
-from lessons_lib.data.layouts import DATASETS
+from lessons_lib.data.layouts import DATASETS, needs_data_dir
 from lessons_lib.errors import DataError
 
 __all__ = [
     "DRY_RUN_ITERATIONS",
     "KINDS",
+    "NEEDS_WEIGHTS",
     "NOT_APPLICABLE",
     "NOT_GIVEN",
     "PROFILES",
@@ -37,9 +38,20 @@ __all__ = [
     "resolve",
 ]
 
-PROFILES = ("smoke", "full")
-"""The profiles every recipe declares a value for (``smoke``: synthetic data on a CPU, minutes;
-``full``: the paper's settings on a GPU)."""
+PROFILES = ("smoke", "laptop", "colab", "full")
+"""The profiles every recipe declares a value for, from cheapest to the paper's own:
+
+* ``smoke``: synthetic data on a CPU, minutes; what CI and the book build run. Its scores show
+  that the code path works, nothing about the method.
+* ``laptop``: real lesions (PH2 by default) on a CPU within 20 minutes: the paper's method
+  unchanged in kind, sized down (input, epochs) and scored against the classical baseline.
+* ``colab``: the paper's data on one free-tier GPU (a T4, 16 GB) within an hour by the recipe's
+  cost estimate for that card (:data:`lessons_lib.cost.T4`).
+* ``full``: the paper's settings on a GPU."""
+
+NEEDS_WEIGHTS = ("laptop", "colab", "full")
+"""Profiles in which ``pretrained=True`` must get the ImageNet weights (from torch's cache or by
+download) before the run starts; ``smoke`` falls back to random weights offline, and says so."""
 
 KINDS = ("int", "float", "bool", "str", "path", "pretrained")
 """What a :class:`Param` holds: an int, a number, ``True``/``False``, text, a file or folder
@@ -369,7 +381,9 @@ def resolve(
       stages; the ``role="epochs"`` parameters add up to at least one epoch;
     * **constraints**: the recipe's own checks across parameters (callables
       ``(params) -> {name: message}``);
-    * **files**: ``data_dir`` an existing folder (a dataset other than ``synthetic`` needs one);
+    * **files**: ``data_dir`` an existing folder (a dataset other than ``synthetic`` needs one;
+      on Google Colab, without one, the dataset is downloaded to the machine's disk:
+      :func:`lessons_lib.data.download.fetch_for_colab`);
       ``pretrained`` a ``state_dict`` file, or ``True`` that a full run can honour
       (:func:`lessons_lib.models.pretrained.check_pretrained` for ``weights``).
 
@@ -478,18 +492,19 @@ def _check_files(params: dict[str, Any], profile: str, weights: str | None) -> N
             "to submission'), or data_dir=None for generated synthetic data",
         )
     elif params.get("dataset") not in (None, "synthetic"):
-        raise DataError(
-            f"dataset={params['dataset']!r} needs data_dir",
-            fix="pass data_dir=<the unzipped dataset folder> (README: 'From download to "
-            "submission'), or use dataset='synthetic'",
-        )
+        from lessons_lib.data.download import fetch_for_colab
+
+        fetched = fetch_for_colab(params["dataset"])  # on Colab only: its own disk
+        if fetched is None:
+            raise needs_data_dir(params["dataset"])
+        params["data_dir"] = str(fetched)
     if "external_dataset" in params:
         _check_external(params)
     if "pretrained" in params:
         from lessons_lib.models.pretrained import check_pretrained
 
         try:
-            check_pretrained(params["pretrained"], weights, require=profile == "full")
+            check_pretrained(params["pretrained"], weights, require=profile in NEEDS_WEIGHTS)
         except ValueError as err:
             raise ParameterError({"pretrained": f"parameter {err}"}) from None
 

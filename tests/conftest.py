@@ -23,14 +23,18 @@ Each chapter's default (smoke) profile runs exactly twice:
 
 Other parameters, one run for each thing it shows:
 
-* tests/notebooks/test_dry_run.py: each chapter's ``full`` profile as a dry run (5).
+* tests/notebooks/test_dry_run.py: each chapter's ``full`` or ``colab`` profile as a dry run
+  on camera-size images (5).
+* tests/notebooks/test_laptop_profile.py: each chapter's ``laptop`` profile as a dry run on the
+  real PH2 sample (5, skipped without the samples); chapter 002's also scores the HAM10000
+  sample as its external dataset.
 * tests/notebooks/test_resume_chapter.py: chapter 002 killed mid-stage, then resumed (2); the
   run also shows that papermill's ``-p`` values override the profile.
 * tests/notebooks/test_distributed_chapter.py: chapter 003 on two processes (1).
 * tests/notebooks/test_000, _003, _004: one ablation run per chapter that flips all of its
   switches at once (3); 000's wrong parameters stop the first code cell (2 short kernels).
-* tests/test_notebooks.py: chapter 002 on real HAM10000 images (1, skipped without the samples);
-  nbval on a tampered copy of data_and_metrics, cut after the tampered cell (1 short kernel).
+* tests/test_notebooks.py: nbval on a tampered copy of data_and_metrics, cut after the tampered
+  cell (1 short kernel).
 * tests/book/test_colab.py: chapter 000's first cells (parameters, the Colab install cell,
   imports, the run folder) in a fresh virtual environment posing as Colab (a Python process,
   no kernel, no training).

@@ -250,9 +250,30 @@ def test_text_is_never_run_as_code(tmp_path: Path) -> None:
 
 def test_int_for_float_and_at_least_one_epoch() -> None:
     declared = [
-        Param("lr", "float", "rate", {"smoke": 1e-3, "full": 1e-2}, low=0, low_open=True),
-        Param("epochs_frozen", "int", "f", {"smoke": 0, "full": 1}, low=0, role="epochs"),
-        Param("epochs", "int", "e", {"smoke": 0, "full": 5}, low=0, role="epochs"),
+        Param(
+            "lr",
+            "float",
+            "rate",
+            {"smoke": 1e-3, "laptop": 1e-2, "colab": 1e-2, "full": 1e-2},
+            low=0,
+            low_open=True,
+        ),
+        Param(
+            "epochs_frozen",
+            "int",
+            "f",
+            {"smoke": 0, "laptop": 1, "colab": 1, "full": 1},
+            low=0,
+            role="epochs",
+        ),
+        Param(
+            "epochs",
+            "int",
+            "e",
+            {"smoke": 0, "laptop": 5, "colab": 5, "full": 5},
+            low=0,
+            role="epochs",
+        ),
     ]
     p = resolve(declared, "smoke", {"lr": 1, "epochs": 2})
     assert (p.lr, p.epochs) == (1.0, 2) and isinstance(p.lr, float)
@@ -263,9 +284,20 @@ def test_int_for_float_and_at_least_one_epoch() -> None:
 
 def test_a_declaration_that_does_not_fit_its_own_profiles_is_refused() -> None:
     with pytest.raises(ValueError, match="profile smoke's value 63 does not fit"):
-        Param("size", "int", "side", {"smoke": 63, "full": 64}, multiple_of=8)
+        Param(
+            "size",
+            "int",
+            "side",
+            {"smoke": 63, "laptop": 64, "colab": 64, "full": 64},
+            multiple_of=8,
+        )
     with pytest.raises(ValueError, match="without '='"):
-        Param("size", "int", "side (the paper: size=448)", {"smoke": 64, "full": 448})
+        Param(
+            "size",
+            "int",
+            "side (the paper: size=448)",
+            {"smoke": 64, "laptop": 448, "colab": 448, "full": 448},
+        )
     with pytest.raises(ValueError, match="no value for profile"):
         Param("size", "int", "side", {"smoke": 64})
 
@@ -280,7 +312,9 @@ def test_a_name_papermill_injected_that_the_chapter_lacks_stops_it() -> None:
 
 
 def test_profile_and_overwrite_are_checked() -> None:
-    with pytest.raises(ParameterError, match="parameter profile: expected one of smoke, full"):
+    with pytest.raises(
+        ParameterError, match="parameter profile: expected one of smoke, laptop, colab, full"
+    ):
         resolve_params(CHAPTER, "fast", {})
     assert resolve_params(CHAPTER, "smoke", {"overwrite": "True"}).overwrite is True
     assert resolve_params(CHAPTER, "smoke", {}).overwrite is False
@@ -548,3 +582,33 @@ def test_a_recipe_value_changed_in_the_library_reaches_the_notebook(
     assert namespace["P"].batch_size == 3
     recorded = json.loads((runs / "001_cdnn29" / "smoke-synthetic" / "params.json").read_text())
     assert recorded["batch_size"] == 3
+
+
+def test_beside_baseline_scores_the_same_images_and_records_the_gap(
+    tmp_path: Path, synthetic_data
+) -> None:
+    """The classical baseline segments exactly the images the run scored (here the test
+    split's), scored the same way; the gap is the run's mean JA minus the baseline's,
+    in ``metrics.json`` and its per-image CSV beside the run's."""
+    from lessons_lib.baseline import ClassicalBaseline
+
+    _, data = synthetic_data
+    ids = [e["id"] for e in data.entries("test")]
+    ours = pd.DataFrame({"jaccard": [1.0] + [0.0] * (len(ids) - 2) + [0.5]}, index=ids)
+    ours["jaccard"] *= 0.5 * len(ids) / ours["jaccard"].sum()  # a mean of 0.5
+    run = Run(tmp_path / "run", CHAPTER, "p", PARAMS, {})
+    table = run.beside_baseline(data, "test", ours)
+    alone, _, _ = ClassicalBaseline().evaluate(data, "test", ids=ids)
+    floor = alone["jaccard"].mean()
+    assert table.loc["classical baseline", "mean JA"] == pytest.approx(floor, abs=1e-3)
+    assert table.loc["gap", "mean JA"] == pytest.approx(0.5 - floor, abs=1e-3)
+    stored = pd.read_csv(tmp_path / "run" / "per_image_baseline_test.csv", index_col=0)
+    assert sorted(stored.index) == sorted(ids)
+    run.finish("synthetic")
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    beside = record["details"]["baseline"]["test"]
+    assert beside["n_images"] == len(ids) and beside["jaccard"] == 0.5
+    assert beside["gap"] == pytest.approx(0.5 - floor, abs=1e-3)
+    assert not record["results"]  # the baseline is not one of the run's methods
+    with pytest.raises(ValueError, match="not in the .valid. split"):
+        run.beside_baseline(data, "valid", ours)  # these ids are not validation images

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CHAPTERS, NOTEBOOKS, papermill
+from conftest import CHAPTERS, NOTEBOOKS
 
 from lessons_lib.recipes import CHAPTERS as PAPER_CHAPTERS
 from lessons_lib.recipes import OTHER_CHAPTERS, get_recipe
@@ -118,33 +118,6 @@ def test_chapter_runs_under_papermill(path: Path, chapter_runs: dict[str, Path])
         assert (out / f"per_image_{result['name']}.csv").is_file()
     assert {"environment", "wall_time_s", "timings_s"} <= set(record)
     assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files left behind"
-
-
-@pytest.mark.notebooks
-@pytest.mark.realdata
-def test_chapter_002_on_real_dermoscopy_images(samples: Path, tmp_path: Path, monkeypatch) -> None:
-    """The smoke-sized chapter on the real HAM10000 sample (a user's own ``folder`` layout),
-    one epoch a stage: reading, splitting and evaluating at the original size are under test."""
-    monkeypatch.setenv("LESSONS_CACHE", str(tmp_path / "cache"))
-    path = next(nb for nb in CHAPTERS if nb.name.startswith("002_"))
-    params = {
-        "out_dir": str(tmp_path / "out"),
-        "dataset": "folder",
-        "n_valid": 6,
-        "data_dir": str(samples / "ham10000-sample"),
-        "epochs": [1, 1],
-        "lr_find_iters": 0,
-    }
-    papermill(path, tmp_path / "o.ipynb", params)
-    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    by_name = {r["name"]: r["metrics"] for r in record["results"]}
-    assert by_name["random_split"]["n_images"] == 6
-    assert by_name["official_valid"]["n_images"] == 4  # the seeded 10% split of 41 images
-    assert by_name["official_test"]["n_images"] == 8  # and its 20% test split, scored too
-    saved = sorted((tmp_path / "out" / "predictions" / "official_valid").iterdir())
-    from PIL import Image
-
-    assert Image.open(saved[0]).size == (600, 450)  # back at the original size
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lessons_lib.params import NOT_GIVEN, ParameterError
+from lessons_lib.cost import A100_40GB, T4
+from lessons_lib.errors import DataError
+from lessons_lib.params import NOT_GIVEN, PROFILES, ParameterError
 from lessons_lib.recipes import CHAPTERS, OTHER_CHAPTERS, get_recipe, recipes
 from lessons_lib.source import source_of
 from lessons_lib.training.optim import AdamSpec, Schedule, SGDSpec
@@ -32,11 +34,11 @@ def test_every_paper_chapter_has_one_recipe_named_after_it() -> None:
 @pytest.mark.parametrize("chapter", IDS)
 def test_the_recipe_declares_every_value(chapter: str) -> None:
     recipe = get_recipe(chapter)
-    assert recipe.title and recipe.profiles()[:2] == ["smoke", "full"]
+    assert recipe.title and recipe.profiles() == list(PROFILES)
     names = [p.name for p in recipe.params]
     assert len(names) == len(set(names)), "a parameter declared twice"
     assert "workers" not in names and {"prepare_workers", "loader_workers"} <= set(names)
-    for profile in ("smoke", "full"):
+    for profile in PROFILES:
         P = recipe.profile(profile)  # noqa: N806
         optimizer = recipe.optimizer(P)
         assert isinstance(optimizer, AdamSpec | SGDSpec)
@@ -130,3 +132,55 @@ def test_an_external_validation_needs_a_dataset_and_its_folder(chapter: str, tmp
         R.resolve("smoke", {"external_dataset": "ph2", "external_data_dir": str(tmp_path / "x")})
     P = R.resolve("smoke", {"external_dataset": "ph2", "external_data_dir": str(tmp_path)})  # noqa: N806
     assert (P.external_dataset, P.external_data_dir) == ("ph2", str(tmp_path))
+
+
+@pytest.mark.parametrize("chapter", IDS)
+def test_the_colab_profile_trains_on_the_papers_data_within_an_hour_on_a_t4(chapter: str) -> None:
+    """By the recipe's own cost estimate for Colab's free GPU, whose card it names; the
+    network, loss and post-processing are the full profile's, only the length may differ."""
+    recipe = get_recipe(chapter)
+    colab, full = recipe.profile("colab"), recipe.profile("full")
+    assert colab.dataset == full.dataset == recipe.param("dataset").paper
+    estimate = recipe.estimate_cost("colab")
+    assert estimate.gpu == T4 and recipe.estimate_cost("full").gpu == A100_40GB
+    total = estimate.as_dict()["total"]
+    assert total["gpu_hours"] <= 1.0 and total["fits"], total
+    sized = {"epochs", "loader_workers"}  # what the colab profile may shorten
+    differ = {p.name for p in recipe.params if p.value("colab") != p.value("full")}
+    assert differ <= sized, differ
+    assert recipe.network(colab) == recipe.network(full)
+
+
+@pytest.mark.parametrize("chapter", IDS)
+def test_the_laptop_profile_is_real_lesions_on_a_cpu(chapter: str, tmp_path) -> None:
+    """PH2 by default (a folder the user downloads: the error says how), ImageNet weights where
+    the paper starts from them, no DataLoader processes beside the training one."""
+    recipe = get_recipe(chapter)
+    laptop = recipe.profile("laptop")
+    assert laptop.dataset == "ph2" and laptop.data_dir is None and laptop.loader_workers is None
+    assert recipe.network(laptop)[0] == recipe.network(recipe.profile("full"))[0]
+    if recipe.weights is not None:
+        assert laptop.pretrained is True
+    given = {"pretrained": False} if recipe.weights is not None else {}
+    with pytest.raises(DataError, match="needs data_dir") as err:
+        recipe.resolve("laptop", given)
+    assert "python -m lessons_lib data download ph2 --accept-terms" in str(err.value)
+    P = recipe.resolve("laptop", {**given, "data_dir": str(tmp_path)})  # noqa: N806
+    assert P.profile == "laptop" and P.dataset == "ph2"
+
+
+def test_pretrained_true_must_get_its_weights_outside_the_smoke_profile(
+    tmp_path, monkeypatch
+) -> None:
+    """A laptop (or Colab, or full) run never trains a "pretrained" network from scratch: with
+    no cached weights and no server, ``pretrained=True`` stops the first cell; the smoke
+    profile falls back to random weights and says so in ``weights_source``."""
+    import lessons_lib.models.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "cached_weights", lambda arch: tmp_path / f"{arch}.pth")
+    monkeypatch.setattr(pretrained, "download_problem", lambda url, timeout: "offline")
+    recipe = get_recipe("002_resnet34_unet")
+    for profile in ("laptop", "colab", "full"):
+        with pytest.raises(ParameterError, match="pretrained=True.*offline"):
+            recipe.resolve(profile, {"data_dir": str(tmp_path), "pretrained": True})
+    recipe.resolve("smoke", {"pretrained": True})

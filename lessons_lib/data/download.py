@@ -1203,3 +1203,47 @@ def _report(root: Path, dataset: str, splits: list[str]) -> None:
         found += " image/mask pairs"
     print(f"{dataset} is ready in {root}: {found}")
     print(f"next: python -m lessons_lib data check --dataset {dataset} --root {root}")
+
+
+COLAB_DATA = Path("/content/data")
+"""Where a chapter on Google Colab keeps the datasets it downloads (``<COLAB_DATA>/<dataset>``;
+``LESSONS_COLAB_DATA`` moves it): the Colab machine's own disk, fast, gone with the session."""
+
+
+def on_colab() -> bool:
+    """Whether this process runs on Google Colab (its ``google.colab`` module is there)."""
+    try:
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fetch_for_colab(dataset: str) -> Path | None:
+    """On Colab, the folder of ``dataset`` on the machine's disk, downloaded first if needed.
+
+    A chapter run on Colab without ``data_dir`` (the ``colab`` profile: the paper's ISIC data)
+    gets its data this way: :func:`download` into ``<COLAB_DATA>/<dataset>`` (every split, the
+    archives deleted once unpacked to spare the disk); a rerun finds the data there and
+    downloads nothing. PH2 is not downloaded unasked: its terms of use must be read and accepted
+    (the error gives the one-line command). Anywhere else: ``None`` (the caller asks for
+    ``data_dir``).
+
+    Raises:
+        DataError: PH2 asked for on Colab before it was downloaded; or what :func:`download`
+            raises.
+    """
+    if not on_colab() or dataset not in EXPECTED_COUNTS:
+        return None
+    root = Path(os.environ.get("LESSONS_COLAB_DATA", COLAB_DATA)) / dataset
+    if dataset == "ph2":
+        if root.is_dir() and _ph2_base(root) is not None:
+            return root
+        raise DataError(
+            "PH2 is downloaded only once you have read and accepted its terms of use",
+            root,
+            f"run `!python -m lessons_lib data download ph2 --accept-terms --to {root}` in a "
+            "cell (it prints the terms), then run this chapter again",
+        )
+    print(f"Colab: {dataset} into {root} (downloaded once; a rerun finds it there)")
+    return download(dataset, root, delete_archives=True)

@@ -92,6 +92,26 @@ PUBLISHED_SPLITS: dict[str, dict[str, int]] = {
 no official split): the one table that downloads check against and recipes count with."""
 
 DATASETS = ("isic2016", "isic2017", "isic2018", "ph2", "folder", "synthetic")
+
+
+def needs_data_dir(dataset: str) -> DataError:
+    """The error for a real ``dataset`` asked for without its folder: how to get it (the
+    download command, for a dataset the course downloads) and how to pass it."""
+    if dataset in PUBLISHED_SPLITS:
+        terms = " --accept-terms" if dataset == "ph2" else ""
+        get = (
+            f"download it once (python -m lessons_lib data download {dataset}{terms} --to "
+            f"~/data/{dataset}), then pass data_dir='~/data/{dataset}' (papermill: -p data_dir "
+            f"~/data/{dataset})"
+        )
+    else:
+        get = "pass data_dir=<the folder with images/ and masks/>"
+    return DataError(
+        f"dataset={dataset!r} needs data_dir",
+        fix=f"{get} (README: 'From download to submission'); or use dataset='synthetic'",
+    )
+
+
 _IGNORED = re.compile(r"(_superpixels|_segmentation|_Segmentation)\.png$|^\.|^ATTRIBUTION|^LICENSE")
 
 

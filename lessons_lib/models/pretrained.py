@@ -12,8 +12,9 @@ takes the same ``pretrained`` argument, resolved here:
 
 :func:`check_pretrained` checks a ``pretrained`` value before any work is done (a chapter's
 :func:`lessons_lib.params.resolve` calls it): a path must hold a ``state_dict``, and
-``True`` in a full run must be able to get the weights (already in torch's cache, or the
-download server answers), so that a full run never trains a "pretrained" network from scratch.
+``True`` in any profile but ``smoke`` must be able to get the weights (already in torch's cache,
+or the download server answers), so that a laptop, Colab or full run never trains a "pretrained"
+network from scratch.
 """
 
 from __future__ import annotations
@@ -146,9 +147,10 @@ def check_pretrained(
         pretrained: ``True``, a path to a local weights file, or ``False`` (see the module).
         arch: The :data:`WEIGHTS` key the network loads; ``None`` when it is not known (then
             ``True`` is taken as obtainable if the server answers or every file is cached).
-        require: ``True`` (a full run): ``pretrained=True`` must be able to get the weights,
-            from torch's cache or by download. ``False`` (a smoke run) keeps the offline
-            fallback of :func:`load_imagenet`, recorded in the model's ``weights_source``.
+        require: ``True`` (a laptop, Colab or full run): ``pretrained=True`` must be able to
+            get the weights, from torch's cache or by download. ``False`` (a smoke run) keeps
+            the offline fallback of :func:`load_imagenet`, recorded in the model's
+            ``weights_source``.
         timeout: Seconds the reachability check waits for the download server.
 
     Raises:
@@ -174,7 +176,7 @@ def check_pretrained(
     example = WEIGHTS[missing[0]][1]
     raise ValueError(
         f"pretrained=True: the ImageNet weights are not in torch's cache "
-        f"({cached_weights(missing[0]).parent}) and cannot be downloaded ({problem}); a full "
+        f"({cached_weights(missing[0]).parent}) and cannot be downloaded ({problem}); this "
         "run does not train a pretrained network from scratch. Download "
         f"{which} {files} on a machine with internet access, then pass "
         f"pretrained=<path to the file> (papermill: -p pretrained /path/to/{example}) or copy "

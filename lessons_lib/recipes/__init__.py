@@ -38,10 +38,12 @@ from lessons_lib.training.optim import AdamSpec, Schedule, SGDSpec, read_optimiz
 
 __all__ = [
     "CHAPTERS",
+    "LAPTOP_DATASET",
     "OTHER_CHAPTERS",
     "Recipe",
     "dataset_param",
     "get_recipe",
+    "profile_gpu",
     "recipes",
     "run_params",
     "synthetic_params",
@@ -59,17 +61,34 @@ CHAPTERS: dict[str, str] = {
 OTHER_CHAPTERS: dict[str, str] = {"data_and_metrics": "lessons_lib.recipes.classical_baseline"}
 """Chapters that reproduce no paper but declare their parameters the same way."""
 
+
+def profile_gpu(profile: str):
+    """The GPU a profile's cost is estimated for: Colab's free T4 for ``colab``, an A100 40GB
+    (:data:`lessons_lib.cost.A100_40GB`) for every other profile."""
+    from lessons_lib.cost import A100_40GB, T4
+
+    return T4 if profile == "colab" else A100_40GB
+
+
 SYNTHETIC_SPLITS_OF = 4
 """A synthetic dataset's validation and test splits hold ``n_synth // 4`` images each."""
 
 
+LAPTOP_DATASET = "ph2"
+"""The laptop profile's dataset: PH2's 200 dermoscopy images (765x572) are small enough to
+prepare and train on within minutes on a CPU, and a classical threshold already scores well on
+them, so a network must really segment to beat it (``python -m lessons_lib data download ph2
+--accept-terms``)."""
+
+
 def dataset_param(full: str, paper: Any, meaning: str | None = None, **profiles: str) -> Param:
-    """The ``dataset`` parameter: synthetic in the smoke profile, ``full`` in the full one."""
+    """The ``dataset`` parameter: synthetic in the smoke profile, :data:`LAPTOP_DATASET` in the
+    laptop one, ``full`` (the paper's) in the colab and full ones; ``profiles`` overrides."""
     return Param(
         "dataset",
         "str",
         meaning or f"which dataset, read from data_dir (the paper's: {paper})",
-        {"smoke": "synthetic", "full": full, **profiles},
+        {"smoke": "synthetic", "laptop": LAPTOP_DATASET, "colab": full, "full": full, **profiles},
         paper=paper,
         choices=DATASETS,
         section="data",
@@ -93,7 +112,7 @@ def synthetic_params(n_synth: int = 32, synth_size: int = 160) -> list[Param]:
             "n_synth",
             "int",
             "synthetic data only: training images (validation and test: a quarter each)",
-            {"smoke": n_synth, "full": None},
+            {"smoke": n_synth, "laptop": None, "colab": None, "full": None},
             low=1,
             none_ok=True,
             paper=NOT_APPLICABLE,
@@ -103,7 +122,7 @@ def synthetic_params(n_synth: int = 32, synth_size: int = 160) -> list[Param]:
             "synth_size",
             "int",
             "synthetic data only: image width in pixels",
-            {"smoke": synth_size, "full": None},
+            {"smoke": synth_size, "laptop": None, "colab": None, "full": None},
             low=16,
             none_ok=True,
             paper=NOT_APPLICABLE,
@@ -283,25 +302,40 @@ class Recipe:
         """The recipe as a table: each parameter's meaning, the paper's value and each
         profile's value (and this run's, given ``P``)."""
 
-        def show(value: Any) -> str:
-            if value is NOT_GIVEN:
-                return "not given"
-            if value is NOT_APPLICABLE:
-                return "-"
-            if isinstance(value, tuple):
-                return "(" + ", ".join(show(v) for v in value) + ")"
-            return "None" if value is None else str(value)
-
         rows = []
         for p in self.params:
             if p.section == "run" and p.name != "prepare_workers":
                 continue  # bookkeeping, the same in every chapter
-            row = {"parameter": p.name, "meaning": p.meaning, "paper": show(p.paper)}
-            row.update({pr: show(p.value(pr)) for pr in self.profiles()})
+            row = {"parameter": p.name, "meaning": p.meaning, "paper": _shown(p.paper)}
+            row.update({pr: _shown(p.value(pr)) for pr in self.profiles()})
             if P is not None:
-                row["this run"] = show(getattr(P, p.name))
+                row["this run"] = _shown(getattr(P, p.name))
             rows.append(row)
         return pd.DataFrame(rows).set_index("parameter")
+
+    def deviations(self, profile: str) -> pd.DataFrame:
+        """The parameters whose value in ``profile`` is not the paper's: each with the paper's
+        value (``not given`` where the paper is silent: the course's choice), the profile's and
+        its meaning. The course's own parameters (``data_dir``, workers, seed...) are left out.
+        """
+        rows = []
+        for p in self.params:
+            if p.paper is NOT_APPLICABLE:
+                continue
+            value = p.value(profile)
+            paper = p.paper if p.paper is NOT_GIVEN else p.check(p.paper)
+            if paper is NOT_GIVEN or value != paper:
+                rows.append(
+                    {
+                        "parameter": p.name,
+                        "paper": _shown(paper),
+                        profile: _shown(value),
+                        "meaning": p.meaning,
+                    }
+                )
+        return pd.DataFrame(rows, columns=["parameter", "paper", profile, "meaning"]).set_index(
+            "parameter"
+        )
 
     # -- hooks (override) ------------------------------------------------------------------------
     def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
@@ -366,18 +400,20 @@ class Recipe:
 
     def estimate_cost(self, P: SimpleNamespace | str = "full", gpu: Any = None):  # noqa: N803
         """The expected cost of a run with ``P`` (or a profile's values) on ``gpu``
-        (:func:`lessons_lib.cost.estimate_cost`; default an A100 40GB)."""
-        from lessons_lib.cost import A100_40GB, estimate_cost
+        (:func:`lessons_lib.cost.estimate_cost`; default: the profile's GPU,
+        :func:`profile_gpu`)."""
+        from lessons_lib.cost import estimate_cost
 
         if isinstance(P, str):
             P = self.profile(P)  # noqa: N806
+        gpu = gpu or profile_gpu(P.profile)
         splits = self.splits(P)
         with torch.device("meta"):  # shapes only: nothing is computed or allocated
             net = self.build_model(P, **self.cost_overrides(P))
         return estimate_cost(
             net,
             self.cost_stages(P, splits),
-            gpu=gpu or A100_40GB,
+            gpu=gpu,
             optimizer=self.optimizer(P),
             mixed_precision=self.mixed_precision,
             in_channels=self.in_channels(P),
@@ -418,6 +454,17 @@ class Recipe:
             for name in ("network", "augmentation", "input_transforms", "optimizer", "schedule")
             if name in own.__dict__
         ]
+
+
+def _shown(value: Any) -> str:
+    """A recipe value as the recipe tables show it."""
+    if value is NOT_GIVEN:
+        return "not given"
+    if value is NOT_APPLICABLE:
+        return "-"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_shown(v) for v in value) + ")"
+    return "None" if value is None else str(value)
 
 
 def _plain(value: Any) -> Any:

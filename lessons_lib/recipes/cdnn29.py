@@ -38,7 +38,7 @@ class CDNN29Recipe(Recipe):
             "n_test",
             "int",
             "synthetic data only: validation and test images each; None: a quarter of n_synth",
-            {"smoke": 8, "full": None},
+            {"smoke": 8, "laptop": None, "colab": None, "full": None},
             paper=NOT_APPLICABLE,
             low=1,
             none_ok=True,
@@ -49,7 +49,9 @@ class CDNN29Recipe(Recipe):
             "size",
             "int",
             "network input (height, width) in pixels",
-            {"smoke": (48, 64), "full": (192, 256)},
+            # laptop: half the paper's side, the paper's 3:4 aspect kept (a step of 8 images takes
+            # about 1.3 s on 2 cores).
+            {"smoke": (48, 64), "laptop": (96, 128), "colab": (192, 256), "full": (192, 256)},
             paper=(192, 256),
             shape=(2,),
             low=16,
@@ -60,7 +62,7 @@ class CDNN29Recipe(Recipe):
             "channels",
             "str",
             "rgbhsvl: RGB + HSV + L of CIELAB (the paper); rgb: the RGB-only ablation",
-            {"smoke": "rgbhsvl", "full": "rgbhsvl"},
+            {"smoke": "rgbhsvl", "laptop": "rgbhsvl", "colab": "rgbhsvl", "full": "rgbhsvl"},
             paper="rgbhsvl",
             choices=("rgbhsvl", "rgb"),
             section="data",
@@ -69,7 +71,11 @@ class CDNN29Recipe(Recipe):
             "epochs",
             "int",
             "epochs per model (the paper's 600 iterations per fold, read as epochs)",
-            {"smoke": 2, "full": 600},
+            # laptop: what three models (two folds and the one on all images) fit in 20 minutes at
+            # (96, 128).
+            # colab: 150 of the paper's 600 epochs, so that the six models fit an hour on a T4 by
+            # the chapter's estimate (0.88 h).
+            {"smoke": 2, "laptop": 15, "colab": 150, "full": 600},
             paper=600,
             low=1,
             role="epochs",
@@ -78,7 +84,9 @@ class CDNN29Recipe(Recipe):
             "batch_size",
             "int",
             "images per mini-batch (per GPU)",
-            {"smoke": 4, "full": 18},
+            # laptop: 8 gives 9 updates an epoch from a fold of PH2's 140 training images (18
+            # gives 4).
+            {"smoke": 4, "laptop": 8, "colab": 18, "full": 18},
             paper=18,
             low=1,
             role="batch_size",
@@ -87,7 +95,7 @@ class CDNN29Recipe(Recipe):
             "lr",
             "float",
             "Adam learning rate, kept constant",
-            {"smoke": 0.003, "full": 0.003},
+            {"smoke": 0.003, "laptop": 0.003, "colab": 0.003, "full": 0.003},
             paper=0.003,
             low=0,
             low_open=True,
@@ -96,7 +104,9 @@ class CDNN29Recipe(Recipe):
             "n_folds",
             "int",
             "cross-validation folds of the training set, one model each",
-            {"smoke": 5, "full": 5},
+            # laptop: 2 folds and the model on all images: an ensemble of three, in the time one
+            # model of the paper's length would not fit.
+            {"smoke": 5, "laptop": 2, "colab": 5, "full": 5},
             paper=5,
             low=2,
         ),
@@ -104,14 +114,14 @@ class CDNN29Recipe(Recipe):
             "full_model",
             "bool",
             "True: one more model, on all training images (our reading of the sixth)",
-            {"smoke": True, "full": True},
+            {"smoke": True, "laptop": True, "colab": True, "full": True},
             section="model",
         ),
         Param(
             "contrast_aug",
             "bool",
             "augmentation: random per-channel contrast normalisation of training images",
-            {"smoke": True, "full": True},
+            {"smoke": True, "laptop": True, "colab": True, "full": True},
             paper=True,
             section="data",
         ),
@@ -119,7 +129,12 @@ class CDNN29Recipe(Recipe):
             "postprocess",
             "str",
             "dual_threshold (the paper) or none (probability > 0.5, the ablation)",
-            {"smoke": "dual_threshold", "full": "dual_threshold"},
+            {
+                "smoke": "dual_threshold",
+                "laptop": "dual_threshold",
+                "colab": "dual_threshold",
+                "full": "dual_threshold",
+            },
             paper="dual_threshold",
             choices=("dual_threshold", "none"),
             section="evaluation",
@@ -128,7 +143,7 @@ class CDNN29Recipe(Recipe):
             "postprocess_at",
             "str",
             "post-process at the network's size (model) or the original size (original)",
-            {"smoke": "model", "full": "model"},
+            {"smoke": "model", "laptop": "model", "colab": "model", "full": "model"},
             choices=("model", "original"),
             section="evaluation",
         ),
@@ -136,14 +151,15 @@ class CDNN29Recipe(Recipe):
             "resize",
             "str",
             "interpolation back to each image's original size",
-            {"smoke": "bilinear", "full": "bilinear"},
+            {"smoke": "bilinear", "laptop": "bilinear", "colab": "bilinear", "full": "bilinear"},
             choices=("bilinear", "nearest", "bicubic"),
             section="evaluation",
         ),
         *run_params(
-            prepare_workers={"smoke": 1, "full": 2},
+            prepare_workers={"smoke": 1, "laptop": 2, "colab": 2, "full": 2},
             # make bench: 5 loader processes keep up with an A100 at 192x256
-            loader_workers={"smoke": None, "full": 5},
+            # laptop: None, 0 on a CPU (both cores train); colab: Colab has 2 CPU cores
+            loader_workers={"smoke": None, "laptop": None, "colab": 2, "full": 5},
         ),
     )
 

@@ -25,7 +25,7 @@ class ClassicalBaselineRecipe(Recipe):
             "split",
             "str",
             "the split the baseline is scored on",
-            {"smoke": "test", "full": "test"},
+            {"smoke": "test", "laptop": "test", "colab": "test", "full": "test"},
             choices=("train", "valid", "test"),
             section="data",
         ),
@@ -33,11 +33,13 @@ class ClassicalBaselineRecipe(Recipe):
             "work_size",
             "int",
             "shorter side in pixels of the prepared images the baseline segments",
-            {"smoke": 256, "full": 256},
+            {"smoke": 256, "laptop": 256, "colab": 256, "full": 256},
             low=1,
             section="data",
         ),
-        *run_params(prepare_workers={"smoke": 1, "full": 2}, loader_workers=None),
+        *run_params(
+            prepare_workers={"smoke": 1, "laptop": 2, "colab": 2, "full": 2}, loader_workers=None
+        ),
     )
 
 

@@ -44,7 +44,10 @@ class LesionSegRecipe(Recipe):
             "size",
             "int",
             "square network input in pixels (images and masks are squished to it)",
-            {"smoke": 64, "full": 448},
+            # laptop: 128 px: an epoch of PH2's training images takes about 15 s on 2 cores, so
+            # early stopping has room within the 20 minutes; PH2's lesions are large, 128 px keeps
+            # their borders.
+            {"smoke": 64, "laptop": 128, "colab": 448, "full": 448},
             paper=448,
             low=16,
             multiple_of=8,  # reading B's output stride; reading A's (4) divides it
@@ -54,7 +57,7 @@ class LesionSegRecipe(Recipe):
             "reading",
             "str",
             "Table 1: A (Conv3-x atrous with rate 2, output stride 4) or B (Conv3-1 stride 2)",
-            {"smoke": "A", "full": "A"},
+            {"smoke": "A", "laptop": "A", "colab": "A", "full": "A"},
             choices=READINGS,  # the table's "2" is garbled: the paper gives neither reading
             section="model",
         ),
@@ -62,7 +65,7 @@ class LesionSegRecipe(Recipe):
             "upsample",
             "str",
             "subpixel (the paper) or bilinear (the ablation the paper argues only)",
-            {"smoke": "subpixel", "full": "subpixel"},
+            {"smoke": "subpixel", "laptop": "subpixel", "colab": "subpixel", "full": "subpixel"},
             paper="subpixel",
             choices=UPSAMPLINGS,
             section="model",
@@ -71,7 +74,9 @@ class LesionSegRecipe(Recipe):
             "epochs",
             "int",
             "at most this many epochs; early stopping usually ends training before",
-            {"smoke": 5, "full": 200},
+            # laptop: a ceiling that fits the 20 minutes at 128 px; early stopping ends training
+            # first.
+            {"smoke": 5, "laptop": 60, "colab": 200, "full": 200},
             low=1,
             role="epochs",
         ),
@@ -79,14 +84,16 @@ class LesionSegRecipe(Recipe):
             "patience",
             "int",
             "stop after this many epochs without a better held-out IoU",
-            {"smoke": 2, "full": 10},
+            {"smoke": 2, "laptop": 10, "colab": 10, "full": 10},
             low=1,
         ),
         Param(
             "batch_size",
             "int",
             "images per mini-batch (per GPU)",
-            {"smoke": 8, "full": 32},
+            # laptop: 8 gives 16 updates an epoch from PH2's 126 training images (the paper's 32
+            # gives 4): from scratch, the number of updates is what a short run lacks.
+            {"smoke": 8, "laptop": 8, "colab": 32, "full": 32},
             paper=32,
             low=1,
             role="batch_size",
@@ -95,7 +102,7 @@ class LesionSegRecipe(Recipe):
             "lr",
             "float",
             "Adam learning rate, kept constant",
-            {"smoke": 1e-3, "full": 1e-3},
+            {"smoke": 1e-3, "laptop": 1e-3, "colab": 1e-3, "full": 1e-3},
             low=0,
             low_open=True,
         ),
@@ -103,7 +110,7 @@ class LesionSegRecipe(Recipe):
             "hold_out",
             "float",
             "fraction of the training images held out to decide when to stop",
-            {"smoke": 0.1, "full": 0.1},
+            {"smoke": 0.1, "laptop": 0.1, "colab": 0.1, "full": 0.1},
             low=0,
             high=1,
             low_open=True,
@@ -114,7 +121,7 @@ class LesionSegRecipe(Recipe):
             "threshold",
             "float",
             "lesion where the probability is at least this (the paper: 128 of 255)",
-            {"smoke": 0.5, "full": 0.5},
+            {"smoke": 0.5, "laptop": 0.5, "colab": 0.5, "full": 0.5},
             paper=0.5,
             low=0,
             high=1,
@@ -126,14 +133,16 @@ class LesionSegRecipe(Recipe):
             "opening",
             "str",
             "3x3 opening element: cross (the paper's disk, as skimage disk(1)), square or none",
-            {"smoke": "cross", "full": "cross"},
+            {"smoke": "cross", "laptop": "cross", "colab": "cross", "full": "cross"},
             paper="cross",
             choices=OPENINGS,
             section="evaluation",
         ),
         *run_params(
-            prepare_workers={"smoke": 1, "full": 2},
-            loader_workers={"smoke": None, "full": 3},  # make bench: 3 keep up with an A100
+            prepare_workers={"smoke": 1, "laptop": 2, "colab": 2, "full": 2},
+            # laptop: None, 0 on a CPU (both cores train); colab: Colab has 2 CPU cores
+            # make bench: 3 keep up with an A100
+            loader_workers={"smoke": None, "laptop": None, "colab": 2, "full": 3},
         ),
     )
 

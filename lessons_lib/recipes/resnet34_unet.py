@@ -36,7 +36,8 @@ class ResNet34UNetRecipe(Recipe):
             "sizes",
             "int",
             "progressive resizing: the square input size of each stage",
-            {"smoke": (64, 128), "full": (512, 1024)},
+            # laptop: 96 then 192 px, the paper's doubling kept at a CPU's size.
+            {"smoke": (64, 128), "laptop": (96, 192), "colab": (512, 1024), "full": (512, 1024)},
             paper=(512, 1024),
             shape=("stage",),
             low=32,
@@ -47,7 +48,7 @@ class ResNet34UNetRecipe(Recipe):
             "epochs_frozen",
             "int",
             "per stage: epochs training the decoder only, the encoder frozen",
-            {"smoke": (1, 0), "full": (4, 2)},
+            {"smoke": (1, 0), "laptop": (2, 1), "colab": (4, 2), "full": (4, 2)},
             shape=("stage",),
             low=0,
             role="epochs",
@@ -56,7 +57,7 @@ class ResNet34UNetRecipe(Recipe):
             "epochs",
             "int",
             "per stage: epochs training the whole network",
-            {"smoke": (3, 1), "full": (8, 4)},
+            {"smoke": (3, 1), "laptop": (6, 3), "colab": (8, 4), "full": (8, 4)},
             shape=("stage",),
             low=0,
             role="epochs",
@@ -65,7 +66,7 @@ class ResNet34UNetRecipe(Recipe):
             "batch_size",
             "int",
             "per stage: images per mini-batch (per GPU)",
-            {"smoke": (8, 8), "full": (16, 4)},
+            {"smoke": (8, 8), "laptop": (8, 8), "colab": (16, 4), "full": (16, 4)},
             shape=("stage",),
             low=1,
             role="batch_size",
@@ -76,6 +77,8 @@ class ResNet34UNetRecipe(Recipe):
             "per stage: learning rates of the early encoder, late encoder and decoder",
             {
                 "smoke": ((3e-5, 3e-4, 3e-3), (1e-5, 1e-4, 1e-3)),
+                "laptop": ((1e-4, 1e-3, 1e-2), (5e-4, 5e-3, 5e-2)),
+                "colab": ((1e-4, 1e-3, 1e-2), (5e-4, 5e-3, 5e-2)),
                 "full": ((1e-4, 1e-3, 1e-2), (5e-4, 5e-3, 5e-2)),
             },
             paper=((1e-4, 1e-3, 1e-2), (5e-4, 5e-3, 5e-2)),
@@ -87,7 +90,7 @@ class ResNet34UNetRecipe(Recipe):
             "max_rotate",
             "float",
             "augmentation: largest random rotation in degrees, either way",
-            {"smoke": 10.0, "full": 10.0},
+            {"smoke": 10.0, "laptop": 10.0, "colab": 10.0, "full": 10.0},
             low=0,
             high=180,
             section="data",
@@ -96,7 +99,7 @@ class ResNet34UNetRecipe(Recipe):
             "max_lighting",
             "float",
             "augmentation: largest random change of brightness and contrast",
-            {"smoke": 0.2, "full": 0.2},
+            {"smoke": 0.2, "laptop": 0.2, "colab": 0.2, "full": 0.2},
             low=0,
             high=1,
             high_open=True,
@@ -106,7 +109,8 @@ class ResNet34UNetRecipe(Recipe):
             "n_valid",
             "int",
             "training images held out as the random validation split",
-            {"smoke": 8, "full": 500},
+            # laptop: 20 of PH2's 140 training images, as the paper holds out 500 of 2594.
+            {"smoke": 8, "laptop": 20, "colab": 500, "full": 500},
             paper=500,
             low=1,
             section="data",
@@ -115,7 +119,7 @@ class ResNet34UNetRecipe(Recipe):
             "pretrained",
             "pretrained",
             "True for ImageNet weights, a path to a local resnet34 .pth, or False",
-            {"smoke": False, "full": True},
+            {"smoke": False, "laptop": True, "colab": True, "full": True},
             paper=True,
             section="model",
         ),
@@ -123,12 +127,15 @@ class ResNet34UNetRecipe(Recipe):
             "lr_find_iters",
             "int",
             "iterations of the learning-rate finder; 0 skips it",
-            {"smoke": 12, "full": 100},
+            # laptop: 20 iterations, enough for fastai's suggestion and its figure.
+            {"smoke": 12, "laptop": 20, "colab": 100, "full": 100},
             low=0,
         ),
         *run_params(
-            prepare_workers={"smoke": 1, "full": 2},
-            loader_workers={"smoke": None, "full": 3},  # make bench: 3 keep up with an A100
+            prepare_workers={"smoke": 1, "laptop": 2, "colab": 2, "full": 2},
+            # laptop: None, 0 on a CPU (both cores train); colab: Colab has 2 CPU cores
+            # make bench: 3 keep up with an A100
+            loader_workers={"smoke": None, "laptop": None, "colab": 2, "full": 3},
         ),
     )
 

@@ -34,7 +34,7 @@ class VGG16FCNRecipe(Recipe):
             "size",
             "int",
             "square network input in pixels; images and masks are squished to it",
-            {"smoke": 64, "full": 384},
+            {"smoke": 64, "laptop": 128, "colab": 384, "full": 384},
             paper=384,
             low=32,
             multiple_of=32,  # five 2x2 poolings: pool5 is size / 32
@@ -44,7 +44,11 @@ class VGG16FCNRecipe(Recipe):
             "epochs",
             "int",
             "most epochs of SGD; the best epoch on the validation set is kept",
-            {"smoke": 2, "full": 50},
+            # laptop: VGG16 costs 13.9 GFLOPs a forward pass at 128 px: 15 epochs fit in 20
+            # minutes.
+            # colab: at most 45 epochs (early stopping may end before): 0.98 h on a T4 by the
+            # chapter's estimate.
+            {"smoke": 2, "laptop": 15, "colab": 45, "full": 50},
             low=1,
             role="epochs",
         ),
@@ -52,14 +56,15 @@ class VGG16FCNRecipe(Recipe):
             "patience",
             "int",
             "stop after this many epochs without a better validation Jaccard",
-            {"smoke": 1, "full": 10},
+            # laptop: 5, a third of the epochs, as the full profile's 10 is a fifth.
+            {"smoke": 1, "laptop": 5, "colab": 10, "full": 10},
             low=1,
         ),
         Param(
             "batch_size",
             "int",
             "images per mini-batch (per GPU)",
-            {"smoke": 6, "full": 6},
+            {"smoke": 6, "laptop": 6, "colab": 6, "full": 6},
             paper=6,
             low=1,
             role="batch_size",
@@ -68,7 +73,7 @@ class VGG16FCNRecipe(Recipe):
             "lr",
             "float",
             "SGD learning rate, kept constant",
-            {"smoke": 1e-3, "full": 1e-3},
+            {"smoke": 1e-3, "laptop": 1e-3, "colab": 1e-3, "full": 1e-3},
             paper=1e-3,
             low=0,
             low_open=True,
@@ -77,7 +82,7 @@ class VGG16FCNRecipe(Recipe):
             "momentum",
             "float",
             "SGD momentum",
-            {"smoke": 0.9, "full": 0.9},
+            {"smoke": 0.9, "laptop": 0.9, "colab": 0.9, "full": 0.9},
             paper=0.9,
             low=0,
             high=1,
@@ -87,7 +92,7 @@ class VGG16FCNRecipe(Recipe):
             "weight_decay",
             "float",
             "L2 penalty added to the gradient before momentum, as MatConvNet does",
-            {"smoke": 1e-4, "full": 1e-4},
+            {"smoke": 1e-4, "laptop": 1e-4, "colab": 1e-4, "full": 1e-4},
             paper=1e-4,
             low=0,
         ),
@@ -95,7 +100,7 @@ class VGG16FCNRecipe(Recipe):
             "pretrained",
             "pretrained",
             "True for torchvision's ImageNet VGG16, a path to vgg16-397923af.pth, or False",
-            {"smoke": False, "full": True},
+            {"smoke": False, "laptop": True, "colab": True, "full": True},
             paper=True,
             section="model",
         ),
@@ -103,7 +108,7 @@ class VGG16FCNRecipe(Recipe):
             "fusion",
             "str",
             "concat is the paper's concatenation and 1x1 conv; sum is FCN's element-wise sum",
-            {"smoke": "concat", "full": "concat"},
+            {"smoke": "concat", "laptop": "concat", "colab": "concat", "full": "concat"},
             paper="concat",
             choices=("concat", "sum"),
             section="model",
@@ -112,14 +117,14 @@ class VGG16FCNRecipe(Recipe):
             "compare_fusion",
             "bool",
             "True also trains the other fusion, same data and seed, and compares the two",
-            {"smoke": True, "full": True},
+            {"smoke": True, "laptop": True, "colab": True, "full": True},
             section="evaluation",
         ),
         Param(
             "deconv_init",
             "str",
             "random (the paper) or bilinear (FCN's initialisation) for the deconvolutions",
-            {"smoke": "random", "full": "random"},
+            {"smoke": "random", "laptop": "random", "colab": "random", "full": "random"},
             paper="random",
             choices=("random", "bilinear"),
             section="model",
@@ -128,7 +133,7 @@ class VGG16FCNRecipe(Recipe):
             "augment",
             "bool",
             "True adds random flips and rotations; the paper uses no augmentation",
-            {"smoke": False, "full": False},
+            {"smoke": False, "laptop": False, "colab": False, "full": False},
             paper=False,
             section="data",
         ),
@@ -136,15 +141,17 @@ class VGG16FCNRecipe(Recipe):
             "n_train",
             "int",
             "training images used, a seeded random sample; None uses all of them",
-            {"smoke": 6, "full": None},
+            {"smoke": 6, "laptop": None, "colab": None, "full": None},
             paper=None,  # the paper trains on all 2000
             low=1,
             none_ok=True,
             section="data",
         ),
         *run_params(
-            prepare_workers={"smoke": 1, "full": 2},
-            loader_workers={"smoke": None, "full": 2},  # make bench: 2 keep up with an A100
+            prepare_workers={"smoke": 1, "laptop": 2, "colab": 2, "full": 2},
+            # laptop: None, 0 on a CPU (both cores train); colab: Colab has 2 CPU cores
+            # make bench: 2 keep up with an A100
+            loader_workers={"smoke": None, "laptop": None, "colab": 2, "full": 2},
         ),
     )
 

@@ -767,3 +767,38 @@ def test_an_existing_folder_with_a_wrong_count_is_reported(
     err = capsys.readouterr().err
     assert "ISIC2018_Task1-2_Validation_Input: expected 2 images, found 0" in err
     assert "delete it and rerun" in err and server.requests == []
+
+
+def test_on_colab_a_chapter_without_data_dir_downloads_its_dataset_once(
+    tmp_path: Path, server: Server, isic2018: dict[str, bytes], monkeypatch
+) -> None:
+    """The colab profile's first cell, on Colab (a stub ``google.colab``) and without
+    ``data_dir``: the paper's dataset is downloaded to the machine's disk and becomes
+    ``data_dir``; a rerun downloads nothing. PH2 waits for its terms to be accepted. Off Colab
+    the same call asks for ``data_dir``."""
+    import sys
+    import types
+
+    from lessons_lib.errors import DataError
+    from lessons_lib.recipes import get_recipe
+
+    recipe = get_recipe("002_resnet34_unet")  # the colab profile: the paper's ISIC 2018
+    with pytest.raises(DataError, match="needs data_dir"):
+        recipe.resolve("colab", {"pretrained": False})
+    google = types.ModuleType("google")
+    google.colab = types.ModuleType("google.colab")
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", google.colab)
+    monkeypatch.setenv("LESSONS_COLAB_DATA", str(tmp_path / "content"))
+    P = recipe.resolve("colab", {"pretrained": False})  # noqa: N806
+    root = tmp_path / "content" / "isic2018"
+    assert P.data_dir == str(root)
+    for split, n in COUNTS_2018.items():
+        assert len(find_pairs(root, "isic2018", split)) == n
+    assert not list((root / "archives").glob("*.zip"))  # deleted once unpacked
+    before = len(server.requests)
+    assert recipe.resolve("colab", {"pretrained": False}).data_dir == str(root)
+    assert len(server.requests) == before
+    with pytest.raises(DataError, match="terms of use") as err:
+        get_recipe("000_lesionseg").resolve("laptop", {})
+    assert "data download ph2 --accept-terms --to" in str(err.value)

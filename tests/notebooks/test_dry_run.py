@@ -1,11 +1,17 @@
-"""Every chapter's full profile as a dry run (``-p dry_run True``), on data in the publishers'
-layouts at realistic resolution.
+"""Every chapter's full or colab profile as a dry run (``-p dry_run True``), on data in the
+publishers' layouts at realistic resolution.
+
+The colab profile is the full one with fewer epochs (and two DataLoader processes, Colab's
+cores): ``tests/test_recipes.py`` checks that nothing else differs. A dry run caps every stage at
+one epoch, so the two profiles' dry runs are the same code path with the same values; each
+chapter runs one of them (chapters 000, 002 and 004 the colab profile, 001 and 003 the full
+one), so that both are run and the suite does not run the same thing twice.
 
 The dataset is made by the synthetic generator (ISIC 2017 layout, small images: the code path is
 the same at any size), with the first image of every split enlarged to 4000x3000 as ISIC's camera
 images are (preparation and evaluation at the original size are what that shows); the ISIC 2018
 layout (chapter 002) holds the same files under that challenge's folder names. Each chapter
-runs its ``full`` profile - full input sizes, preparation at full size, every stage, fold and
+runs its profile - full input sizes, preparation at full size, every stage, fold and
 model, evaluation at original size, post-processing, figures, ``metrics.json`` - with one epoch
 per stage and a few images per split, the batch size lowered so the set stays within minutes
 on two cores. Chapter 002 alone also trains at lower input sizes (its two stages' progressive
@@ -57,6 +63,15 @@ CHAPTERS = {
 }
 
 
+PROFILES = {
+    "000_lesionseg": "colab",
+    "001_cdnn29": "full",
+    "002_resnet34_unet": "colab",
+    "003_slsdeep": "full",
+    "004_vgg16_fcn": "colab",
+}
+
+
 @pytest.fixture(scope="module")
 def publisher_data(tmp_path_factory) -> dict[str, Path]:
     """``{"isic2017": root, "isic2018": root}``: the same images in both layouts."""
@@ -81,11 +96,12 @@ def publisher_data(tmp_path_factory) -> dict[str, Path]:
 
 # the longest (002, at 512 and 1024 px) first: sent last, it would end the session alone
 @pytest.mark.parametrize("stem", sorted(CHAPTERS, key=lambda s: s != "002_resnet34_unet"))
-def test_full_profile_dry_run(stem: str, publisher_data, tmp_path: Path) -> None:
+def test_profile_dry_run(stem: str, publisher_data, tmp_path: Path) -> None:
     dataset, lowered, images = CHAPTERS[stem]
+    profile = PROFILES[stem]
     out = tmp_path / "run"
     params = {
-        "profile": "full",
+        "profile": profile,
         "dry_run": True,
         "dataset": dataset,
         "data_dir": str(publisher_data[dataset]),
@@ -96,7 +112,7 @@ def test_full_profile_dry_run(stem: str, publisher_data, tmp_path: Path) -> None
     papermill(REPO / "notebooks" / f"{stem}.ipynb", tmp_path / "executed.ipynb", params)
 
     record = json.loads((out / "metrics.json").read_text())
-    assert record["profile"] == "full" and record["dataset"] == dataset
+    assert record["profile"] == profile and record["dataset"] == dataset
     assert record["params"]["dry_run"] is True and record["params"]["dry_run_images"] == images
     assert record["results"], "no evaluation recorded"
     training = record["details"]["training"]  # what ran: optimiser as read after training

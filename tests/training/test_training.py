@@ -250,13 +250,22 @@ def test_resnet34_unet_loads_a_local_weights_file(tmp_path: Path) -> None:
 
 def test_resolve_takes_the_profile_and_the_overrides() -> None:
     declared = [
-        Param("size", "int", "side", {"smoke": 64, "full": 512}, low=1),
-        Param("epochs", "int", "epochs", {"smoke": 1, "full": 10}, low=1, role="epochs"),
-        Param("seed", "int", "seed", {"smoke": 0, "full": 0}, low=0),
+        Param(
+            "size", "int", "side", {"smoke": 64, "laptop": 512, "colab": 512, "full": 512}, low=1
+        ),
+        Param(
+            "epochs",
+            "int",
+            "epochs",
+            {"smoke": 1, "laptop": 10, "colab": 10, "full": 10},
+            low=1,
+            role="epochs",
+        ),
+        Param("seed", "int", "seed", {"smoke": 0, "laptop": 0, "colab": 0, "full": 0}, low=0),
     ]
     p = resolve(declared, "full", {"epochs": 3, "size": None, "seed": 7})
     assert (p.profile, p.size, p.epochs, p.seed) == ("full", 512, 3, 7)
-    with pytest.raises(ValueError, match="valid profiles: smoke, full"):
+    with pytest.raises(ValueError, match="valid profiles: smoke, laptop, colab, full"):
         resolve(declared, "huge", {})
 
 

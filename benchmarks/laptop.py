@@ -1,0 +1,164 @@
+"""The laptop profile, measured: each chapter run as a student runs it, timed, and scored beside
+the classical baseline on the same test images.
+
+``python benchmarks/laptop.py --data-dir ~/data/ph2`` runs every paper chapter with
+``-p profile laptop`` under papermill (the chapter's whole notebook: preparation, training,
+evaluation, figures) on this machine, with its wall time and peak memory
+(:func:`measure.measure`), and prints one row per chapter: minutes, peak GiB, the chapter's
+per-image mean Jaccard on the test split at original size, the classical baseline's on the very
+same images (the chapter's own ``beside_baseline`` cell, read back from ``metrics.json``) and
+the gap. ``--record FILE`` also writes the table and every run's parameters (its
+``params.json``) to a Markdown file: the chapters quote their laptop numbers from such a record.
+
+Options pass anything else through: ``--dataset folder`` for another dataset than PH2,
+``--param pretrained=False`` (repeatable) for papermill's ``-p``, ``--chapters 000 001`` for
+some chapters only, ``--out`` for where the runs go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from measure import measure
+
+REPO = Path(__file__).resolve().parents[1]
+BUDGET_MIN = 20.0
+"""The laptop profile's budget: the whole notebook within 20 minutes on 2 CPU cores."""
+
+
+def run_chapter(stem: str, data_dir: str, dataset: str | None, params: dict, out: Path) -> dict:
+    """One chapter's laptop run under papermill: its measured cost and its scores."""
+    run_dir = out / stem
+    command = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(REPO / "notebooks" / f"{stem}.ipynb"),
+        str(out / f"{stem}.ipynb"),
+        "--cwd",
+        str(REPO / "notebooks"),
+        "-k",
+        "python3",
+        "-p",
+        "profile",
+        "laptop",
+        "-p",
+        "data_dir",
+        data_dir,
+        "-p",
+        "out_dir",
+        str(run_dir),
+        "-p",
+        "overwrite",
+        "True",
+    ]
+    if dataset:
+        command += ["-p", "dataset", dataset]
+    for key, value in params.items():
+        command += ["-p", key, value]
+    with open(out / f"{stem}.log", "w") as log:
+        cost = measure(command, stdout=log, stderr=log)
+    return read_run(
+        run_dir,
+        minutes=round(cost["seconds"] / 60, 1),
+        peak=round(cost["peak_bytes"] / 2**30, 2),
+        returncode=cost["returncode"],
+    )
+
+
+def read_run(
+    run_dir: Path, minutes: float | None = None, peak: float | None = None, returncode: int = 0
+) -> dict:
+    """A laptop run's row, from its folder (``metrics.json`` and ``params.json``): the measured
+    minutes and peak memory when given, else the run's own wall time (``wall_time_s``: from the
+    chapter's first cell to ``metrics.json``, so without the kernel's start) and no memory."""
+    metrics = run_dir / "metrics.json"
+    record = json.loads(metrics.read_text()) if metrics.is_file() else None
+    if minutes is None and record is not None:
+        minutes = round(record["wall_time_s"] / 60, 1)
+    row = {
+        "chapter": record["chapter"] if record else run_dir.name,
+        "minutes": minutes,
+        "peak GiB": peak if peak is not None else "-",
+        "exit": returncode,
+    }
+    if returncode == 0 and record is not None:
+        beside = record["details"]["baseline"]["test"]
+        row.update(
+            {
+                "test images": beside["n_images"],
+                "JA": beside["jaccard"],
+                "baseline JA": beside["baseline_jaccard"],
+                "gap": beside["gap"],
+                "within budget": minutes is not None and minutes <= BUDGET_MIN,
+            }
+        )
+        external = [r for r in record["results"] if r["name"] == "external"]
+        if external:
+            row["external JA"] = round(external[0]["metrics"]["jaccard"], 4)
+    row["params"] = json.loads((run_dir / "params.json").read_text())
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (parameters left out)."""
+    columns = [c for c in rows[0] if c != "params"]
+    for row in rows[1:]:
+        columns += [c for c in row if c not in columns and c != "params"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", help="the dataset folder (PH2 by default)")
+    parser.add_argument("--dataset", help="the dataset's key when it is not the profile's ph2")
+    parser.add_argument("--param", action="append", default=[], help="papermill -p, as k=v")
+    parser.add_argument("--chapters", nargs="*", help="chapter numbers, e.g. 000 001 (all)")
+    parser.add_argument("--out", default="runs/laptop-benchmark", help="where the runs go")
+    parser.add_argument("--record", help="also write the table and parameters to this file")
+    parser.add_argument(
+        "--collect",
+        nargs="*",
+        help="no runs: read these finished run folders instead (the chapter's own wall time)",
+    )
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from lessons_lib.recipes import CHAPTERS
+
+    stems = [s for s in CHAPTERS if not args.chapters or s[:3] in args.chapters]
+    params = dict(p.split("=", 1) for p in args.param)
+    out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [read_run(Path(folder)) for folder in args.collect or []]
+    if args.collect is None and not args.data_dir:
+        parser.error("--data-dir is required (or --collect RUN_DIR ...)")
+    for stem in stems if args.collect is None else []:
+        row = run_chapter(stem, args.data_dir, args.dataset, params, out)
+        rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+    text = table(rows)
+    print(text)
+    if args.record:
+        cores = os.cpu_count()
+        when = time.strftime("%Y-%m-%d")
+        details = "\n\n".join(
+            f"`{r['chapter']}`:\n```json\n{json.dumps(r['params'], indent=1)}\n```" for r in rows
+        )
+        Path(args.record).write_text(
+            f"# Laptop profile, measured {when} on {cores} CPU cores\n\n"
+            f"`python benchmarks/laptop.py {' '.join(argv or sys.argv[1:])}`\n\n"
+            f"{text}\n\n## Each run's parameters\n\n{details}\n"
+        )
+    return 0 if all(r["exit"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
