@@ -10,6 +10,13 @@ same images (the chapter's own ``beside_baseline`` cell, read back from ``metric
 the gap. ``--record FILE`` also writes the table and every run's parameters (its
 ``params.json``) to a Markdown file: the chapters quote their laptop numbers from such a record.
 
+Without PH2 at hand, ``--make-proxy ISIC2017_ROOT FOLDER`` builds a stand-in of PH2's size: 200
+image/mask pairs drawn with a fixed seed from an ISIC 2017 training set (any resolution), linked
+into a ``folder`` layout (``images/``, ``masks/``); run it with ``--dataset folder``, and the
+chapters' seeded 70/10/20 split gives it PH2's 140/20/40. Its numbers are not PH2's (ISIC images
+are harder, for the baseline too); what they tell is each chapter's time and its gap to the
+baseline at PH2's scale.
+
 Options pass anything else through: ``--dataset folder`` for another dataset than PH2,
 ``--param pretrained=False`` (repeatable) for papermill's ``-p``, ``--chapters 000 001`` for
 some chapters only, ``--out`` for where the runs go.
@@ -105,6 +112,23 @@ def read_run(
     return row
 
 
+def make_proxy(isic2017: Path, folder: Path, n: int = 200, seed: int = 0) -> Path:
+    """``n`` pairs of an ISIC 2017 training set, drawn with ``seed``, linked into ``folder`` in
+    the ``folder`` layout (the PH2-sized stand-in described above)."""
+    import random
+
+    from lessons_lib.data import find_pairs
+
+    pairs = sorted(find_pairs(isic2017, "isic2017", "train"))
+    random.Random(seed).shuffle(pairs)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(exist_ok=True)
+    for image, mask in pairs[:n]:
+        (folder / "images" / image.name).symlink_to(image.resolve())
+        (folder / "masks" / mask.name).symlink_to(mask.resolve())
+    return folder
+
+
 def table(rows: list[dict]) -> str:
     """The rows as a Markdown table (parameters left out)."""
     columns = [c for c in rows[0] if c != "params"]
@@ -129,8 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         help="no runs: read these finished run folders instead (the chapter's own wall time)",
     )
+    parser.add_argument(
+        "--make-proxy",
+        nargs=2,
+        metavar=("ISIC2017_ROOT", "FOLDER"),
+        help="no runs: build a PH2-sized stand-in from an ISIC 2017 training set",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    if args.make_proxy:
+        made = make_proxy(Path(args.make_proxy[0]).expanduser(), Path(args.make_proxy[1]))
+        print(f"{made}: 200 pairs in the folder layout (use --dataset folder)")
+        return 0
     from lessons_lib.recipes import CHAPTERS
 
     stems = [s for s in CHAPTERS if not args.chapters or s[:3] in args.chapters]

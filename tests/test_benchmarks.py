@@ -127,3 +127,43 @@ def test_measure_sees_the_memory_of_a_child_process() -> None:
     assert result["returncode"] == 3
     assert result["seconds"] >= 1.5
     assert 300 * 2**20 <= result["peak_bytes"] < 2 * 2**30
+
+
+def test_the_laptop_benchmark_builds_its_stand_in_and_reads_a_run(tmp_path: Path) -> None:
+    """``benchmarks/laptop.py``: the PH2-sized stand-in is a seeded draw of ISIC 2017 training
+    pairs in the ``folder`` layout (the same draw twice), and a finished run folder becomes its
+    row: the chapter's JA, the baseline's on the same images and the gap, from ``metrics.json``."""
+    import json
+
+    from lessons_lib.data import find_pairs
+    from lessons_lib.synth import make_dataset
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("laptop_bench", BENCHMARKS / "laptop.py")
+        laptop = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(laptop)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    isic = make_dataset(tmp_path / "isic2017", n=6, n_valid=1, n_test=1, size=32, seed=1)
+    first = laptop.make_proxy(isic, tmp_path / "a", n=4)
+    again = laptop.make_proxy(isic, tmp_path / "b", n=4)
+    pairs = find_pairs(first, "folder")
+    assert len(pairs) == 4 and [p.name for p, _ in pairs] == [
+        p.name for p, _ in find_pairs(again, "folder")
+    ]
+    run = tmp_path / "run"
+    run.mkdir()
+    beside = {"n_images": 4, "jaccard": 0.8, "baseline_jaccard": 0.7, "gap": 0.1}
+    record = {
+        "chapter": "000_lesionseg",
+        "wall_time_s": 600.0,
+        "details": {"baseline": {"test": beside}},
+        "results": [{"name": "external", "metrics": {"jaccard": 0.61234}}],
+    }
+    (run / "metrics.json").write_text(json.dumps(record))
+    (run / "params.json").write_text(json.dumps({"profile": "laptop"}))
+    row = laptop.read_run(run)
+    assert (row["minutes"], row["JA"], row["baseline JA"], row["gap"]) == (10.0, 0.8, 0.7, 0.1)
+    assert row["within budget"] and row["external JA"] == 0.6123
+    assert "| 000_lesionseg | 10.0 |" in laptop.table([row])

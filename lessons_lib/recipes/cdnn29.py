@@ -72,7 +72,7 @@ class CDNN29Recipe(Recipe):
             "int",
             "epochs per model (the paper's 600 iterations per fold, read as epochs)",
             # laptop: what three models (two folds and the one on all images) fit in 20 minutes at
-            # (96, 128).
+            # (96, 128): 15 epochs took 10 minutes on 2 cores (more would fit; none was measured).
             # colab: 150 of the paper's 600 epochs, so that the six models fit an hour on a T4 by
             # the chapter's estimate (0.88 h).
             {"smoke": 2, "laptop": 15, "colab": 150, "full": 600},
