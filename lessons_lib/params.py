@@ -384,7 +384,7 @@ def resolve(
     * **files**: ``data_dir`` an existing folder (a dataset other than ``synthetic`` needs one;
       on Google Colab, without one, the dataset is downloaded to the machine's disk:
       :func:`lessons_lib.data.download.fetch_for_colab`);
-      ``pretrained`` a ``state_dict`` file, or ``True`` that a full run can honour
+      ``pretrained`` a ``state_dict`` file, or ``True`` that the run can honour outside smoke
       (:func:`lessons_lib.models.pretrained.check_pretrained` for ``weights``).
 
     Args:
