@@ -21,6 +21,7 @@ import pytest
 from conftest import REPO, papermill
 from PIL import Image
 
+from lessons_lib.atomic import jsonable
 from lessons_lib.data.split import split_sizes
 from lessons_lib.recipes import CHAPTERS, get_recipe
 
@@ -56,7 +57,7 @@ def test_laptop_profile_dry_run_on_real_ph2(
     # (overwrite is not recorded)
     for p in recipe.params:
         if p.name not in {*params, *recipe.dry_run, "overwrite"} and p.role != "epochs":
-            assert record["params"][p.name] == _plain(laptop[p.name]), p.name
+            assert record["params"][p.name] == jsonable(laptop[p.name]), p.name
 
     n_test = split_sizes(PH2_CASES)["test"]
     beside = record["details"]["baseline"]["test"]
@@ -85,10 +86,3 @@ def test_laptop_profile_dry_run_on_real_ph2(
         assert external["metrics"]["n_images"] == 41  # every HAM10000 sample image
         assert external["details"]["external"] == "folder"
     assert list((out / "figures").glob("*.png"))
-
-
-def _plain(value):
-    """A recipe value as ``metrics.json`` stores it (tuples become lists)."""
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
