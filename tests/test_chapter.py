@@ -109,7 +109,7 @@ def test_one_stage_through_yaml_with_exponent_learning_rates(tmp_path: Path, run
 
 def test_readme_example_as_the_string_papermill_passes() -> None:
     p = resolve_params(CHAPTER, "smoke", {"epochs": "[2, 1]", "seed": 1})
-    assert p.epochs == (2, 1) and p.sizes == (64, 128) and p.seed == 1
+    assert p.epochs == (2, 1) and p.sizes == (32, 64) and p.seed == 1
 
 
 @pytest.mark.parametrize(

@@ -180,3 +180,22 @@ def test_the_determinism_check_sees_one_bit_of_difference(tmp_path: Path) -> Non
     ]
     (tmp_path / "c" / "per_image_valid.csv").write_text("image_id,jaccard\n")
     assert "per_image_valid.csv: in one run only" in run_differences(tmp_path / "a", tmp_path / "c")
+
+
+def test_the_session_writes_its_temporary_files_where_scratch_folder_says(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The notebook runs' checkpoints go to the scratch folder (the RAM disk where it has room),
+    and ``LESSONS_TEST_TMP`` chooses another (empty: the system's default)."""
+    from conftest import RAM_DISK, scratch_folder
+
+    chosen = scratch_folder()
+    if chosen is not None:
+        assert tmp_path.resolve().is_relative_to(chosen.resolve())
+        assert Path(os.environ["LESSONS_TEST_SHARED"]).resolve().is_relative_to(chosen.resolve())
+    monkeypatch.setenv("LESSONS_TEST_TMP", str(tmp_path))
+    assert scratch_folder() == tmp_path
+    monkeypatch.setenv("LESSONS_TEST_TMP", "")
+    assert scratch_folder() is None
+    monkeypatch.delenv("LESSONS_TEST_TMP")
+    assert scratch_folder() in (None, RAM_DISK)

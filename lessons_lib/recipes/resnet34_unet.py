@@ -28,7 +28,7 @@ class ResNet34UNetRecipe(Recipe):
     chapter = "002_resnet34_unet"
     title = "Raghunath & Nofallah, ISIC 2018"
     weights = "resnet34"
-    dry_run = dict(n_valid=1, lr_find_iters=20, images=2)
+    dry_run = dict(n_valid=1, lr_find_iters=LR_FIND_MIN, images=2)  # the finder runs, briefly
     params = (
         dataset_param("isic2018", paper="isic2018"),
         *synthetic_params(n_synth=32, synth_size=160),
@@ -36,8 +36,9 @@ class ResNet34UNetRecipe(Recipe):
             "sizes",
             "int",
             "progressive resizing: the square input size of each stage",
-            # laptop: 96 then 192 px, the paper's doubling kept at a CPU's size.
-            {"smoke": (64, 128), "laptop": (96, 192), "colab": (512, 1024), "full": (512, 1024)},
+            # laptop: 96 then 192 px, the paper's doubling kept at a CPU's size. smoke: 32 then
+            # 64 px, the smallest the encoder takes (its deepest map is 1x1 at 32 px).
+            {"smoke": (32, 64), "laptop": (96, 192), "colab": (512, 1024), "full": (512, 1024)},
             paper=(512, 1024),
             shape=("stage",),
             low=32,

@@ -39,8 +39,9 @@ class SLSDeepRecipe(Recipe):
             "int",
             "square network input in pixels (the encoder output is an eighth of it)",
             # laptop: 96 px: the dilated ResNet-50 is the heaviest network of the book (12.6
-            # GFLOPs a forward pass at 96 px with PPN 512, 27 at 128 px with 1024).
-            {"smoke": 64, "laptop": 96, "colab": 384, "full": 384},
+            # GFLOPs a forward pass at 96 px with PPN 512, 27 at 128 px with 1024). smoke: 32 px
+            # (a 4x4 encoder output, which the pyramid's 6x6 bins still pool).
+            {"smoke": 32, "laptop": 96, "colab": 384, "full": 384},
             paper=384,
             low=8,
             multiple_of=8,

@@ -2,7 +2,8 @@
 its publisher's layout), skipped when the real samples are absent.
 
 The laptop profile trains on PH2 at a CPU's sizes; its dry run keeps everything but the length
-(one epoch per stage, at most two batches of images per split): the seeded PH2 split, the
+(one epoch per stage, at most two batches of images per split; the batch halved here, so half
+the training images): the seeded PH2 split, the
 profile's input sizes, every stage, fold and model, evaluation at PH2's original size, the
 classical baseline scored on the same test images beside the chapter's number, the figures and
 ``metrics.json``. The ImageNet weights cannot be downloaded here, so the chapters that start
@@ -45,6 +46,12 @@ def test_laptop_profile_dry_run_on_real_ph2(
     }
     if recipe.weights is not None:
         params["pretrained"] = False  # no download here
+    laptop = vars(recipe.profile("laptop"))
+    for p in recipe.params:  # half the batch: half the training images of a dry run, same path
+        if p.role == "batch_size":
+            value = laptop[p.name]
+            halved = [v // 2 for v in value] if isinstance(value, tuple) else value // 2
+            params[p.name] = str(halved)
     if stem == "002_resnet34_unet":
         params["external_dataset"] = "folder"
         params["external_data_dir"] = str(samples / "ham10000-sample")
@@ -53,8 +60,7 @@ def test_laptop_profile_dry_run_on_real_ph2(
     record = json.loads((out / "metrics.json").read_text())
     assert record["profile"] == "laptop" and record["dataset"] == "ph2"
     assert record["params"]["dry_run"] is True
-    laptop = vars(recipe.profile("laptop"))  # every other value is the profile's own
-    # (overwrite is not recorded)
+    # every other value is the profile's own (overwrite is not recorded)
     for p in recipe.params:
         if p.name not in {*params, *recipe.dry_run, "overwrite"} and p.role != "epochs":
             assert record["params"][p.name] == jsonable(laptop[p.name]), p.name

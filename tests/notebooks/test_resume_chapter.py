@@ -28,7 +28,7 @@ from lessons_lib.recipes import get_recipe
 pytestmark = pytest.mark.notebooks
 
 NOTEBOOK = REPO / "notebooks" / "002_resnet34_unet.ipynb"
-# The smoke profile at half its sizes, fewer epochs: 1 frozen + 2 unfrozen at 32 px, 1 at 64 px.
+# The smoke profile with fewer epochs: 1 frozen + 2 unfrozen at 32 px, 1 at 64 px.
 PARAMS = {
     "sizes": "[32, 64]",
     "epochs": "[2, 1]",
