@@ -24,7 +24,7 @@ Each chapter's default (smoke) profile runs exactly twice:
 Other parameters, one run for each thing it shows:
 
 * tests/notebooks/test_dry_run.py: each chapter's ``full`` or ``colab`` profile as a dry run
-  on camera-size images (5).
+  on small images, one of them at camera size (5).
 * tests/notebooks/test_laptop_profile.py: each chapter's ``laptop`` profile as a dry run on the
   real PH2 sample (5, skipped without the samples); chapter 002's also scores the HAM10000
   sample as its external dataset.
@@ -222,9 +222,12 @@ def pytest_configure(config: pytest.Config) -> None:
     scratch = scratch_folder()
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
-        os.environ["TMPDIR"] = str(scratch)
-        tempfile.tempdir = str(scratch)  # pytest's tmp_path folders are made under it
-    shared = Path(tempfile.mkdtemp(prefix="lessons-tests-"))
+    shared = Path(tempfile.mkdtemp(prefix="lessons-tests-", dir=scratch))
+    # Every temporary file of the session inside its folder, removed with it when the session
+    # passes: pytest's tmp_path folders, and what a killed kernel or a notebook cut short leaves
+    # (a RAM disk keeps leftovers until the machine restarts).
+    (shared / "tmp").mkdir()
+    os.environ["TMPDIR"] = tempfile.tempdir = str(shared / "tmp")
     os.environ["LESSONS_TEST_SHARED"] = str(shared)
     os.environ["LESSONS_RUNS"] = str(shared / "nbval_runs")  # nbval's kernels inherit it
 

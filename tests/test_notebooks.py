@@ -189,6 +189,8 @@ def test_the_session_writes_its_temporary_files_where_scratch_folder_says(
     and ``LESSONS_TEST_TMP`` chooses another (empty: the system's default)."""
     from conftest import RAM_DISK, scratch_folder
 
+    shared = Path(os.environ["LESSONS_TEST_SHARED"]).resolve()
+    assert tmp_path.resolve().is_relative_to(shared)  # removed with it when the session passes
     chosen = scratch_folder()
     if chosen is not None:
         assert tmp_path.resolve().is_relative_to(chosen.resolve())
