@@ -188,8 +188,8 @@ class NbvalRunsWeights:
 
 RAM_DISK = Path("/dev/shm")
 RAM_DISK_ROOM = 8 * 2**30
-"""The free space the RAM disk needs before the suite writes there: its temporary files peak
-at about 4.6 GB (a passed test's folder is removed at once; see ``pyproject.toml``)."""
+"""The free space the RAM disk needs before the suite writes there: its temporary files peaked
+at 5.8 GB in CI (a passed test's folder is removed at once; see ``pyproject.toml``)."""
 
 
 def scratch_folder() -> Path | None:
@@ -198,8 +198,8 @@ def scratch_folder() -> Path | None:
     RAM disk ``/dev/shm`` when it is a mount with :data:`RAM_DISK_ROOM` free, else ``None``
     (the system's default). The notebook runs write checkpoints of hundreds of MB every epoch
     (chapter 004's VGG16 with its momentum: 1.1 GB), and on a virtual machine's disk writing
-    them is a quarter of a short run's time; in RAM the same code path (atomic renames, locks)
-    runs as it would on a disk."""
+    them took up to a quarter of a short run's time; in RAM the same code path (atomic
+    renames, locks) runs as it would on a disk."""
     chosen = os.environ.get("LESSONS_TEST_TMP")
     if chosen is not None:
         return Path(chosen) if chosen else None
