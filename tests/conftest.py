@@ -204,12 +204,10 @@ def scratch_folder() -> Path | None:
     if chosen is not None:
         return Path(chosen) if chosen else None
     try:
-        stats = os.statvfs(RAM_DISK)
+        roomy = os.path.ismount(RAM_DISK) and shutil.disk_usage(RAM_DISK).free >= RAM_DISK_ROOM
     except OSError:
         return None
-    if os.path.ismount(RAM_DISK) and stats.f_bavail * stats.f_frsize >= RAM_DISK_ROOM:
-        return RAM_DISK
-    return None
+    return RAM_DISK if roomy else None
 
 
 def pytest_configure(config: pytest.Config) -> None:
