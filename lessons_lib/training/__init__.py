@@ -2,8 +2,8 @@
 
 * :mod:`~lessons_lib.training.dataloaders`: :func:`segmentation_dls` for (image, mask) pairs;
 * :mod:`~lessons_lib.training.callbacks`: :class:`PooledScore`, :class:`AtomicSaveModel`,
-  :class:`HistoryCSV`, :func:`save_checkpoint`, the resume checkpoint of a stage and the stop on a
-  non-finite loss (:class:`NonFiniteLossError`);
+  :class:`HistoryCSV`, :class:`FreeGradients`, :func:`save_checkpoint`, the resume checkpoint
+  of a stage and the stop on a non-finite loss (:class:`NonFiniteLossError`);
 * :mod:`~lessons_lib.training.learner`: :func:`make_learner`, :func:`fit_stage` and
   :func:`lr_find` (fastai's range test, with no failure when the loss diverges at once);
 * :mod:`~lessons_lib.training.distributed`: :func:`fit_distributed`, training on several GPUs
@@ -12,6 +12,7 @@
 
 from lessons_lib.training.callbacks import (
     AtomicSaveModel,
+    FreeGradients,
     HistoryCSV,
     NonFiniteLossError,
     PooledScore,
@@ -24,6 +25,7 @@ from lessons_lib.training.learner import fit_stage, lr_find, make_learner
 __all__ = [
     "CODES",
     "AtomicSaveModel",
+    "FreeGradients",
     "HistoryCSV",
     "NonFiniteLossError",
     "PooledScore",

@@ -1,6 +1,6 @@
 """fastai callbacks and metrics of the training path: a pooled score per epoch, atomic
 best-epoch checkpoints, an epoch-by-epoch history CSV, the per-epoch resume checkpoint (model,
-optimiser and tracker state) and the stop on a non-finite loss.
+optimiser and tracker state), the stop on a non-finite loss and gradients freed after each step.
 
 Only the main process writes files: under distributed training (``rank_distrib() > 0``) the
 other processes train but write nothing.
@@ -73,6 +73,25 @@ class PooledScore(Metric):
     @property
     def name(self) -> str:
         return f"pooled_{self.kind}"
+
+
+class FreeGradients(Callback):
+    """Frees the gradients after each optimiser step (``param.grad = None``), as PyTorch's own
+    ``Optimizer.zero_grad`` does by default; fastai's zeroes them in place instead.
+
+    Why: a gradient kept between steps is accumulated into, and autograd first builds the new
+    one in full beside it. For a parameter used only in part (chapter 004's fc6 on inputs whose
+    pool5 is smaller than its 7x7 kernel, 411 MB) that briefly held two copies; freed, the
+    backward pass writes its gradients straight into place. The arithmetic is the same: the
+    step reads ``param.grad`` before this runs, and gradient accumulation over several batches
+    (fastai's ``GradientAccumulation``) is untouched, since no step happens between them.
+    """
+
+    order = 90  # after every callback that reads the step's gradients
+
+    def after_step(self) -> None:
+        for p in self.learn.model.parameters():
+            p.grad = None
 
 
 class AtomicSaveModel(SaveModelCallback):

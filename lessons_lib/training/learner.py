@@ -33,6 +33,7 @@ from torch import nn
 
 from lessons_lib.training.callbacks import (
     AtomicSaveModel,
+    FreeGradients,
     HistoryCSV,
     PooledScore,
     ResumableEarlyStopping,
@@ -118,7 +119,7 @@ def make_learner(
         model_dir="models",
         wd=optimizer.weight_decay,
         wd_bn_bias=optimizer.decay_bn_and_bias,
-        cbs=[HistoryCSV(out_dir / "history.csv")],
+        cbs=[HistoryCSV(out_dir / "history.csv"), FreeGradients()],
         **kwargs,
     )
     if mixed_precision is None:
@@ -347,7 +348,6 @@ def fit_stage(
         learn.fit(epochs - start, lr_max, cbs=cbs)
     finally:
         history.epoch_offset = 0
-    learn.model.zero_grad(set_to_none=True)  # the last step's gradients: a model's size in memory
     if monitor is None:
         save_checkpoint(learn, stage)
     if last_stage and learn.opt is not None:

@@ -21,6 +21,7 @@ from lessons_lib.models import build_model, count_parameters
 from lessons_lib.params import Param, resolve
 from lessons_lib.record import SCHEMA_VERSION, Result, RunRecord
 from lessons_lib.training import (
+    FreeGradients,
     HistoryCSV,
     PooledScore,
     fit_stage,
@@ -28,6 +29,7 @@ from lessons_lib.training import (
     make_learner,
     segmentation_dls,
 )
+from lessons_lib.training.optim import SGDSpec
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,27 @@ def test_a_stage_frees_gradients_and_a_last_stage_its_optimiser_state(tiny) -> N
     assert state_tensors() > 0
     fit_stage(learn, "final", 1, 1e-4, schedule="constant", monitor=None, last_stage=True)
     assert state_tensors() == 0
+
+
+def test_freeing_gradients_after_each_step_changes_no_weight(tiny, tmp_path: Path) -> None:
+    """FreeGradients (on every learner) trains to the same bits as fastai's in-place zeroing,
+    and leaves no gradient behind a step; SGD with momentum and weight decay, as chapter 004."""
+    _, _, train, valid, *_ = tiny
+    sgd = SGDSpec(momentum=0.9, weight_decay=5e-4, decoupled=False, decay_bn_and_bias=True)
+    weights, grads_after = [], []
+    for free in (True, False):
+        chapter.setup(0)
+        dls = segmentation_dls(train, valid, 32, 2, seed=0)
+        model = build_model("resnet34_unet", img_size=(32, 32))
+        learn = make_learner(dls, model, BCEWithLogits2d(), tmp_path / str(free), sgd)
+        if not free:
+            learn.remove_cb(FreeGradients)  # fastai's own: gradients zeroed in place
+        learn.fit(1, 1e-2)
+        weights.append({k: v.clone() for k, v in learn.model.state_dict().items()})
+        grads_after.append([p.grad for p in learn.model.parameters() if p.requires_grad])
+    assert all(g is None for g in grads_after[0])
+    assert all(g is not None for g in grads_after[1])  # the callback is what frees them
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_lr_find_suggests_a_rate_or_says_why_not(tiny, capsys) -> None:
