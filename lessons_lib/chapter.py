@@ -35,6 +35,7 @@ from lessons_lib.data.prepare import PreparedData, prepare
 from lessons_lib.errors import DataError
 from lessons_lib.params import ParameterError
 from lessons_lib.record import Result, RunRecord, comparison_table
+from lessons_lib.reported import Reported
 
 __all__ = [
     "ParameterError",
@@ -412,7 +413,7 @@ class Run:
         evaluated_on: str,
         per_image: pd.DataFrame,
         summary: dict,
-        reported: dict | None = None,
+        reported: Sequence[Reported] = (),
         method: str | None = None,
         **details: Any,
     ) -> Result:
@@ -423,12 +424,21 @@ class Run:
             evaluated_on: Which images, in words (e.g. ``"ISIC 2018 official validation"``).
             per_image: DataFrame of per-image scores.
             summary: Metric means, pooled scores and ``n_images``.
-            reported: The paper's numbers for the same evaluation.
+            reported: The paper's numbers for the same images, each with how it was computed
+                (:meth:`lessons_lib.recipes.Recipe.reported_for`); they must be of the run's
+                dataset.
             method: The method variant, when it is not the chapter's own (an ablation).
             **details: Kept in the result's ``details``.
         """
         write_with(self.out / f"per_image_{name}.csv", lambda p: per_image.to_csv(p))
-        result = Result(name, evaluated_on, dict(summary), dict(reported or {}), method, details)
+        foreign = {r.dataset for r in reported} - {self.params["dataset"]}
+        if foreign:
+            raise ValueError(
+                f"{name}: the paper's numbers for {', '.join(sorted(foreign))} cannot stand "
+                f"beside a run on {self.params['dataset']}; pass the recipe's "
+                "reported_for(P.dataset, split), which holds only the run's dataset"
+            )
+        result = Result(name, evaluated_on, dict(summary), list(reported), method, details)
         self.results = [r for r in self.results if r.name != name] + [result]
         return result
 
@@ -517,9 +527,7 @@ class Run:
             f"external: {external_title(dataset)}, every image ({summary['n_images']}), "
             "none seen in training"
         )
-        self.add_result(
-            name, words, per_image, summary, reported={}, method=method, external=dataset
-        )
+        self.add_result(name, words, per_image, summary, method=method, external=dataset)
         print(f"{words}: mean JA {summary['jaccard']:.3f}, mean Dice {summary['dice']:.3f}")
         return per_image
 

@@ -73,7 +73,11 @@ def _download(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from lessons_lib.metrics import main_score
 
-    print(main_score(Path(args.truth_dir), Path(args.pred_dir), as_json=args.json))
+    print(
+        main_score(
+            Path(args.truth_dir), Path(args.pred_dir), as_json=args.json, official=args.official
+        )
+    )
     return 0
 
 
@@ -144,10 +148,25 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_download)
 
-    p = sub.add_parser("score", help="score predicted masks with the ISIC challenge metrics")
+    p = sub.add_parser(
+        "score",
+        help="score predicted masks with the ISIC challenge metrics",
+        description="Score a folder of predicted masks against a folder of ground truth with "
+        "the ISIC challenge metrics, per image and pooled. Masks of 0 and 255 are read as the "
+        "official isic-challenge-scoring reads them (lesion above 128). A mask holding only 0 "
+        "and 1 is read as lesion where 1, as this course's loaders read it; the official "
+        "scorer reads it as all background (and scores such a prediction 0): a note says when "
+        "the folders hold such files, and --official scores exactly as the official scorer.",
+    )
     p.add_argument("truth_dir", type=Path)
     p.add_argument("pred_dir", type=Path)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--official",
+        action="store_true",
+        help="read every mask as isic-challenge-scoring does: lesion above 128, so a 0/1 mask "
+        "is all background",
+    )
     p.set_defaults(run=_score)
 
     p = sub.add_parser(

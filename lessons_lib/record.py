@@ -18,10 +18,13 @@ from typing import Any
 import pandas as pd
 
 from lessons_lib.atomic import write_json
+from lessons_lib.reported import Reported, matching_metric
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the ``metrics.json`` schema; raise it whenever a field changes meaning (2: a
-result's ``split`` is named ``evaluated_on``, what it is: which images, in words)."""
+result's ``split`` is named ``evaluated_on``, what it is: which images, in words; 3: a result's
+``reported`` is a list of the paper's numbers, each with how it was computed,
+:class:`lessons_lib.reported.Reported`)."""
 
 REPORTED_METRICS = (
     "jaccard",
@@ -63,7 +66,8 @@ class Result:
             (600 images)"``).
         metrics: Metric means, pooled scores and ``n_images``
             (:meth:`lessons_lib.metrics.SegmentationScorer.summary`).
-        reported: The paper's numbers for the same evaluation (empty if it reports none).
+        reported: The paper's numbers for the same images, each with how it was computed
+            (empty if it reports none): compared only with our score computed the same way.
         method: The method variant, when it differs from the chapter's (an ablation).
         details: Anything else worth keeping (e.g. the ensemble's member names).
     """
@@ -71,7 +75,7 @@ class Result:
     name: str
     evaluated_on: str
     metrics: dict[str, float]
-    reported: dict[str, float] = field(default_factory=dict)
+    reported: list[Reported] = field(default_factory=list)
     method: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -176,10 +180,16 @@ class RunRecord:
                     f"{source}: result {i} needs name, evaluated_on and metrics"
                     + (f"; unknown field(s) {', '.join(extra)}" if extra else "")
                 )
-            for name in ("reported", "details"):
-                if name in r and not isinstance(r[name], Mapping):
-                    raise RecordError(f"{source}: result {i}: {name!r} is not a mapping")
-            parsed.append(Result(**r))
+            if "details" in r and not isinstance(r["details"], Mapping):
+                raise RecordError(f"{source}: result {i}: 'details' is not a mapping")
+            reported = r.get("reported", [])
+            if not isinstance(reported, list) or not all(isinstance(x, Mapping) for x in reported):
+                raise RecordError(f"{source}: result {i}: 'reported' is not a list of objects")
+            try:
+                numbers = [Reported.from_dict(x) for x in reported]
+            except ValueError as exc:
+                raise RecordError(f"{source}: result {i}: a reported number: {exc}") from exc
+            parsed.append(Result(**{**r, "reported": numbers}))
         return cls(results=parsed, **values)
 
     @classmethod
@@ -200,44 +210,71 @@ class RunRecord:
         return cls.from_dict(data, str(path))
 
 
-def comparison_rows(
-    results: Sequence[Result], metrics: Sequence[str] = REPORTED_METRICS
-) -> pd.DataFrame:
-    """Our scores beside the paper's, long form: one row per (evaluation, metric).
+COMPARISON_COLUMNS = [
+    "evaluation",
+    "evaluated on",
+    "metric",
+    "paper computed as",
+    "ours",
+    "paper",
+    "ours - paper",
+    "source",
+]
+"""The columns of :func:`comparison_rows`."""
 
-    Columns ``evaluation, evaluated on, metric, ours, paper, ours - paper``; ``paper`` is NaN
-    where the paper reports no such number.
+
+def comparison_rows(results: Sequence[Result]) -> pd.DataFrame:
+    """Each of the paper's numbers beside our score computed the same way, long form.
+
+    One row per reported number (results without any give none). ``metric`` is the key of our
+    score computed as the paper's number was (:func:`lessons_lib.reported.matching_metric`:
+    same averaging, and not at another resolution than ours), and ``ours - paper`` their
+    difference. Where none of ours is computed that way (a per-batch score, a score at the
+    network's input size), ``metric`` names the paper's metric and how it was computed
+    (``"jaccard (per batch, at 1024x1024)"``), and ``ours``
+    and ``ours - paper`` are NaN: a per-image mean is never subtracted from a pooled score.
+
+    Columns :data:`COMPARISON_COLUMNS`; ``paper computed as`` in words (``"pooled, resolution
+    not stated"``), ``source`` where the paper prints it.
     """
     rows = []
     for r in results:
-        for metric in metrics:
-            ours = r.metrics.get(metric)
-            paper = r.reported.get(metric)
+        for reported in r.reported:
+            key = matching_metric(reported)
+            ours = r.metrics.get(key) if key is not None else None
             rows.append(
                 {
                     "evaluation": r.name,
                     "evaluated on": r.evaluated_on,
-                    "metric": metric,
+                    "metric": key or f"{reported.metric} ({reported.computed_as})",
+                    "paper computed as": reported.computed_as,
                     "ours": float("nan") if ours is None else float(ours),
-                    "paper": float("nan") if paper is None else float(paper),
+                    "paper": float(reported.value),
+                    "source": reported.source,
                 }
             )
-    frame = pd.DataFrame(rows, columns=["evaluation", "evaluated on", "metric", "ours", "paper"])
-    frame["ours - paper"] = frame["ours"] - frame["paper"]
+    frame = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "ours - paper"])
+    frame.insert(6, "ours - paper", frame["ours"] - frame["paper"])
     return frame
 
 
 def comparison_table(
     results: Sequence[Result], metrics: Sequence[str] = REPORTED_METRICS, digits: int = 3
 ) -> pd.DataFrame:
-    """The chapters' "ours beside the paper" table: a row per metric, for each evaluation a
-    column ``ours`` and a column ``paper`` (blank where the paper reports no such number)."""
-    rows = comparison_rows(results, metrics)
-    order = list(dict.fromkeys(rows["evaluation"]))
-    table = rows.pivot(index="metric", columns="evaluation", values=["ours", "paper"])
-    table = table.reindex(index=list(metrics))
-    table = table.reindex(columns=[(k, e) for e in order for k in ("ours", "paper")])
-    table.columns = pd.MultiIndex.from_tuples(
-        [(e, k) for k, e in table.columns], names=["evaluation", ""]
-    )
+    """The chapters' "ours beside the paper" table: a row per metric of ours (``metrics``, then
+    any other the paper's numbers are computed like), for each evaluation a column ``ours`` and
+    a column ``paper``. A paper's number sits in the row of our score computed the same way
+    (:func:`comparison_rows`); one that none of ours matches gets a row of its own, ``ours``
+    blank."""
+    paper = comparison_rows(results)
+    order = [r.name for r in results]
+    index = list(dict.fromkeys([*metrics, *paper["metric"]]))
+    table = pd.DataFrame(index=index, dtype=float)
+    for r in results:
+        table[(r.name, "ours")] = [r.metrics.get(m, float("nan")) for m in index]
+        mine = paper[paper["evaluation"] == r.name].set_index("metric")["paper"]
+        table[(r.name, "paper")] = mine.reindex(index).to_numpy(dtype=float)
+    table = table[[(e, k) for e in order for k in ("ours", "paper")]]
+    table.columns = pd.MultiIndex.from_tuples(table.columns, names=["evaluation", ""])
+    table.index.name = "metric"
     return table.round(digits).astype(object).where(table.notna(), "")

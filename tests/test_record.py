@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lessons_lib.record import (
+    COMPARISON_COLUMNS,
     REPORTED_METRICS,
     SCHEMA_VERSION,
     RecordError,
@@ -17,12 +18,20 @@ from lessons_lib.record import (
     comparison_rows,
     comparison_table,
 )
+from lessons_lib.reported import NOT_STATED, ORIGINAL, Reported
+
+
+def paper(metric: str, value: float, averaging: str = "per_image", **fields) -> Reported:
+    """One of a paper's numbers on the ISIC 2017 test set, at original size unless told."""
+    values = dict(resolution=ORIGINAL, dataset="isic2017", split="test", source="Table 3")
+    return Reported(metric, value, averaging, **(values | fields))
+
 
 TEST = Result(
     name="test",
     evaluated_on="ISIC 2017 test set (600 images)",
     metrics={"jaccard": 0.75, "dice": 0.84, "accuracy": 0.93, "n_images": 600},
-    reported={"jaccard": 0.765, "accuracy": 0.934},
+    reported=[paper("jaccard", 0.765), paper("accuracy", 0.934)],
     method=None,
     details={"members": ["fold0", "fold1"]},
 )
@@ -57,11 +66,22 @@ def test_written_record_reads_back_equal(tmp_path: Path) -> None:
     assert path == tmp_path / "run" / "metrics.json"
     data = json.loads(path.read_text())  # plain JSON on disk
     assert data["schema"] == SCHEMA_VERSION == record.schema
-    assert data["results"][0]["reported"] == {"jaccard": 0.765, "accuracy": 0.934}
+    assert data["results"][0]["reported"][0] == {
+        "metric": "jaccard",
+        "value": 0.765,
+        "averaging": "per_image",
+        "resolution": "original",
+        "dataset": "isic2017",
+        "split": "test",
+        "source": "Table 3",
+        "variant": None,
+        "note": "",
+    }
     back = RunRecord.read(path)
     assert back == record
     assert isinstance(back.results[0], Result) and back.results[0].details == TEST.details
-    assert back.results[1].reported == {} and back.results[1].method is None
+    assert back.results[0].reported == TEST.reported  # read back as Reported, not dicts
+    assert back.results[1].reported == [] and back.results[1].method is None
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]  # no temporary file
 
 
@@ -129,6 +149,18 @@ def edited(edit) -> dict:
             "result 0 needs name, evaluated_on and metrics",
         ),
         (edited(lambda d: d["results"][0].update(score=1)), "unknown field(s) score"),
+        (
+            edited(lambda d: d["results"][0].update(reported={"jaccard": 0.765})),
+            "result 0: 'reported' is not a list of objects",
+        ),
+        (
+            edited(lambda d: d["results"][0]["reported"][0].update(averaging="mean")),
+            "result 0: a reported number: unknown averaging 'mean'",
+        ),
+        (
+            edited(lambda d: d["results"][0]["reported"][0].pop("dataset")),
+            "result 0: a reported number:",
+        ),
     ],
     ids=[
         "not-json",
@@ -146,6 +178,9 @@ def edited(edit) -> dict:
         "metrics-not-mapping",
         "result-without-split",
         "result-unknown-field",
+        "reported-schema-2",
+        "reported-unknown-averaging",
+        "reported-missing-field",
     ],
 )
 def test_read_refuses_what_is_not_the_schema_naming_the_file(
@@ -172,39 +207,61 @@ def test_old_schema_says_to_rerun(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- comparison
+POOLED = Result(
+    "test",
+    "ISIC 2017 test set (600 images)",
+    {"jaccard": 0.70, "pooled_jaccard": 0.80, "dice": 0.80, "pooled_dice": 0.88},
+    [
+        paper("jaccard", 0.782, "pooled", resolution=NOT_STATED, source="Table 1"),
+        paper("dice", 0.878, "pooled", resolution=NOT_STATED, source="Table 1"),
+    ],
+)
+
+
 def test_comparison_rows_has_differences_and_blanks() -> None:
     rows = comparison_rows([TEST, VALID])
-    assert list(rows.columns) == [
-        "evaluation",
-        "evaluated on",
-        "metric",
-        "ours",
-        "paper",
-        "ours - paper",
-    ]
-    assert len(rows) == 2 * len(REPORTED_METRICS)
-    assert list(rows["metric"][: len(REPORTED_METRICS)]) == list(REPORTED_METRICS)
+    assert list(rows.columns) == COMPARISON_COLUMNS
+    assert len(rows) == 2  # one row per reported number; VALID reports none
     by = rows.set_index(["evaluation", "metric"])
     assert by.loc[("test", "jaccard"), "ours"] == 0.75
     assert by.loc[("test", "jaccard"), "paper"] == 0.765
     assert by.loc[("test", "jaccard"), "ours - paper"] == pytest.approx(-0.015)
     assert by.loc[("test", "accuracy"), "ours - paper"] == pytest.approx(0.93 - 0.934)
     assert by.loc[("test", "jaccard"), "evaluated on"] == "ISIC 2017 test set (600 images)"
-    # the paper reports no Dice: no paper value and no difference
-    assert by.loc[("test", "dice"), "ours"] == 0.84
-    assert math.isnan(by.loc[("test", "dice"), "paper"])
-    assert math.isnan(by.loc[("test", "dice"), "ours - paper"])
-    # we have no pooled JA: NaN too
-    assert math.isnan(by.loc[("test", "pooled_jaccard"), "ours"])
-    assert by.loc[("valid", "sensitivity"), "ours"] == 0.8
-    assert rows[rows["evaluation"] == "valid"]["paper"].isna().all()
+    assert by.loc[("test", "jaccard"), "paper computed as"] == "per image, at original size"
+    assert by.loc[("test", "jaccard"), "source"] == "Table 3"
+    assert comparison_rows([VALID]).empty and comparison_rows([]).empty
 
 
-def test_comparison_rows_of_chosen_metrics() -> None:
-    rows = comparison_rows([TEST], ["accuracy", "jaccard"])
-    assert list(rows["metric"]) == ["accuracy", "jaccard"]
-    assert list(rows["ours - paper"]) == pytest.approx([0.93 - 0.934, 0.75 - 0.765])
-    assert comparison_rows([]).empty
+def test_a_per_image_mean_is_never_subtracted_from_a_pooled_number() -> None:
+    """The paper's pooled JA and Dice sit beside our pooled ones, not our per-image means."""
+    rows = comparison_rows([POOLED]).set_index("metric")
+    assert list(rows.index) == ["pooled_jaccard", "pooled_dice"]
+    assert rows.loc["pooled_jaccard", "ours"] == 0.80  # not the per-image 0.70
+    assert rows.loc["pooled_jaccard", "ours - paper"] == pytest.approx(0.80 - 0.782)
+    assert rows.loc["pooled_dice", "ours - paper"] == pytest.approx(0.88 - 0.878)
+    assert rows.loc["pooled_jaccard", "paper computed as"] == "pooled, resolution not stated"
+    # a result without our pooled score gets no difference at all (not the per-image one)
+    per_image_only = Result("test", "s", {"jaccard": 0.70}, POOLED.reported[:1])
+    row = comparison_rows([per_image_only]).iloc[0]
+    assert row["metric"] == "pooled_jaccard" and math.isnan(row["ours"])
+    assert math.isnan(row["ours - paper"])
+
+
+@pytest.mark.parametrize(
+    ("reported", "why"),
+    [
+        (paper("jaccard", 0.86, "per_batch", resolution="1024x1024"), "per batch"),
+        (paper("jaccard", 0.86, "per_image", resolution="384x384"), "another size"),
+        (paper("threshold_jaccard", 0.71, "pooled"), "no pooled form"),
+    ],
+)
+def test_a_number_computed_unlike_any_of_ours_stands_alone(reported: Reported, why: str) -> None:
+    ours = {"jaccard": 0.8, "threshold_jaccard": 0.7, "pooled_jaccard": 0.85}
+    row = comparison_rows([Result("x", "s", ours, [reported])]).iloc[0]
+    assert row["metric"] == f"{reported.metric} ({reported.computed_as})", why
+    assert math.isnan(row["ours"]) and math.isnan(row["ours - paper"]), why
+    assert row["paper"] == reported.value
 
 
 def test_comparison_table_puts_ours_beside_the_paper() -> None:
@@ -236,8 +293,21 @@ def test_comparison_table_puts_ours_beside_the_paper() -> None:
     ]
 
 
+def test_comparison_table_puts_a_pooled_number_in_the_pooled_row() -> None:
+    table = comparison_table([POOLED])
+    assert table.loc["pooled_jaccard", ("test", "paper")] == 0.782
+    assert table.loc["jaccard", ("test", "paper")] == ""  # never beside our per-image mean
+    assert table.loc["pooled_dice", ("test", "ours")] == 0.88  # a row added for the paper's
+    assert table.loc["pooled_dice", ("test", "paper")] == 0.878
+    batch = Result("x", "s", {"jaccard": 0.8}, [paper("jaccard", 0.86, "per_batch")])
+    alone = comparison_table([batch])
+    label = "jaccard (per batch, at original size)"
+    assert alone.loc[label, ("x", "paper")] == 0.86
+    assert alone.loc[label, ("x", "ours")] == ""
+
+
 def test_comparison_table_rounds() -> None:
-    precise = Result("x", "s", {"jaccard": 0.123456}, {"jaccard": 0.98765})
+    precise = Result("x", "s", {"jaccard": 0.123456}, [paper("jaccard", 0.98765)])
     table = comparison_table([precise], ["jaccard"], digits=2)
     assert table.loc["jaccard", ("x", "ours")] == 0.12
     assert table.loc["jaccard", ("x", "paper")] == 0.99

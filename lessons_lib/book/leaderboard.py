@@ -96,11 +96,12 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
     Returns:
         Columns ``method`` (the result's ``method``, else the chapter), ``chapter, paper,
         dataset, evaluation, evaluated on, profile``, the :data:`METRICS`, ``n_images``,
-        ``reported`` (the paper's numbers, a dict), ``n_parameters``, ``wall_time_s``, ``device``,
-        ``finished``, ``settings`` (a summary of the parameters), ``data`` (the run's
-        ``data_identity``), ``external`` (the dataset key of an external validation,
-        :meth:`lessons_lib.chapter.Run.external_evaluation`; else ``None``) and ``run`` (the
-        run folder).
+        ``reported`` (the paper's numbers, a list of :class:`lessons_lib.reported.Reported`),
+        ``scores`` (every score of the result, pooled ones included), ``n_parameters``,
+        ``wall_time_s``, ``device``, ``finished``, ``settings`` (a summary of the parameters),
+        ``data`` (the run's ``data_identity``), ``external`` (the dataset key of an external
+        validation, :meth:`lessons_lib.chapter.Run.external_evaluation`; else ``None``) and
+        ``run`` (the run folder).
     """
     rows = []
     for path, record in read_records(runs_dir):
@@ -120,7 +121,8 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
                 row[metric] = float(value) if isinstance(value, int | float) else np.nan
             row.update(
                 n_images=result.metrics.get("n_images"),
-                reported=dict(result.reported),
+                reported=list(result.reported),
+                scores=dict(result.metrics),
                 n_parameters=np.nan if record.n_parameters is None else record.n_parameters,
                 wall_time_s=record.wall_time_s,
                 device=env.get("gpu") or env.get("device"),
@@ -142,6 +144,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         *METRICS,
         "n_images",
         "reported",
+        "scores",
         "n_parameters",
         "wall_time_s",
         "device",
@@ -216,17 +219,18 @@ def leaderboard_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 
 def reported_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Our scores beside each paper's reported numbers, one row per reported metric.
+    """Our scores beside each paper's reported numbers, one row per reported number.
 
-    Columns ``method, dataset, evaluated on, profile, metric, paper, ours, ours - paper``; only
-    metrics the paper reported for that evaluation (``run.add_result(..., reported=...)``),
-    through the chapters' own :func:`lessons_lib.record.comparison_rows`.
+    Columns ``method, dataset, evaluated on, profile, metric, paper computed as, paper, ours,
+    ours - paper, source``, through the chapters' own
+    :func:`lessons_lib.record.comparison_rows`: each paper number beside our score computed the
+    same way (same averaging, not at another size), ``ours`` and ``ours - paper`` blank where
+    none of ours is.
     """
     frames = []
     for _, r in runs.iterrows():
-        metrics = {m: r[m] for m in METRICS}
-        result = Result(r["evaluation"], r["evaluated on"], metrics, r["reported"])
-        rows = comparison_rows([result], [m for m in r["reported"] if m in METRICS])
+        result = Result(r["evaluation"], r["evaluated on"], r["scores"], r["reported"])
+        rows = comparison_rows([result])
         frames.append(rows.assign(method=r["method"], dataset=r["dataset"], profile=r["profile"]))
     columns = [
         "method",
@@ -234,10 +238,13 @@ def reported_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         "evaluated on",
         "profile",
         "metric",
+        "paper computed as",
         "paper",
         "ours",
         "ours - paper",
+        "source",
     ]
+    frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=columns)
     table = pd.concat(frames, ignore_index=True)

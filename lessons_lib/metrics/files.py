@@ -15,6 +15,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from lessons_lib.data.io import IMAGE_SUFFIXES
 from lessons_lib.errors import DataError
 from lessons_lib.masks import binarise
 from lessons_lib.metrics.functional import METRIC_NAMES, confusion
-from lessons_lib.metrics.scorer import SegmentationScorer
+from lessons_lib.metrics.scorer import POOLED, SegmentationScorer
 from lessons_lib.parallel import parallel_map
 
 __all__ = [
@@ -241,21 +242,34 @@ def _score_one(
     return confusion(truth, pred), []
 
 
-def _lesion_values(histogram: list[int]) -> np.ndarray:
-    """The 8-bit values of a mask that :func:`~lessons_lib.metrics.binarise` calls lesion.
+def _lesion_values(histogram: list[int], official: bool = False) -> np.ndarray:
+    """The 8-bit values of a mask that :func:`~lessons_lib.metrics.binarise` calls lesion
+    (``official``: that ``isic-challenge-scoring`` calls lesion, those above 128).
 
     ``binarise``'s rule depends only on which values occur (all in {0, 1}: a 0/1 mask; else
     ``> 128``), so it is applied to the values present, read from the mask's histogram.
     """
     present = np.flatnonzero(histogram)
+    if official:
+        return present[present > 128]
     return present[binarise(present.astype(np.uint8)[None, :])[0]]
 
 
-def _image_confusion(truth: Image.Image, pred: Image.Image) -> dict[str, int]:
+def _is_zero_one(histogram: list[int]) -> bool:
+    """Whether a mask holds 1s and nothing but 0s and 1s: lesion where 1 for this library (and
+    the course's loaders), all background for the official scorer."""
+    return histogram[1] > 0 and sum(histogram[2:]) == 0
+
+
+def _image_confusion(
+    truth: Image.Image, pred: Image.Image, official: bool = False
+) -> dict[str, int]:
     """:func:`~lessons_lib.metrics.confusion` of two decoded 'L' masks of one size, counted by
-    Pillow's histograms: no copy of the pixels into arrays (the tests check both agree)."""
+    Pillow's histograms: no copy of the pixels into arrays (the tests check both agree).
+    ``official``: lesion where a value is above 128, in every file, as the official scorer."""
     truth_hist, pred_hist = truth.histogram(), pred.histogram()
-    truth_values, pred_values = _lesion_values(truth_hist), _lesion_values(pred_hist)
+    truth_values = _lesion_values(truth_hist, official)
+    pred_values = _lesion_values(pred_hist, official)
     in_truth = truth  # as a histogram mask: its non-zero pixels are counted
     if set(np.flatnonzero(truth_hist[1:]) + 1) != set(truth_values):
         lut = [0] * 256
@@ -269,9 +283,12 @@ def _image_confusion(truth: Image.Image, pred: Image.Image) -> dict[str, int]:
     return {"tp": tp, "fp": fp, "tn": truth.width * truth.height - tp - fn - fp, "fn": fn}
 
 
-def _pair_counts(files: tuple[Path, Path]) -> dict[str, int] | None:
-    """Confusion counts of a ``(truth, prediction)`` file pair, each file decoded once; ``None``
-    when the pair cannot be scored (:func:`_score_one` then says why)."""
+def _pair_counts(
+    files: tuple[Path, Path], official: bool = False
+) -> tuple[dict[str, int], tuple[bool, bool]] | None:
+    """Confusion counts of a ``(truth, prediction)`` file pair, each file decoded once, and
+    whether each of the two is a 0/1 mask (:func:`_is_zero_one`); ``None`` when the pair cannot
+    be scored (:func:`_score_one` then says why)."""
     truth_file, pred_file = files
     try:
         truth, pred = _load_mask_image(truth_file), _load_mask_image(pred_file)
@@ -279,7 +296,8 @@ def _pair_counts(files: tuple[Path, Path]) -> dict[str, int] | None:
         return None
     if truth.size != pred.size:
         return None
-    return _image_confusion(truth, pred)
+    zero_one = (_is_zero_one(truth.histogram()), _is_zero_one(pred.histogram()))
+    return _image_confusion(truth, pred, official), zero_one
 
 
 def _usable_cpus() -> int:
@@ -312,7 +330,10 @@ def _all_problems_error(
 
 
 def score_dirs_scorer(
-    truth_dir: Path | str, pred_dir: Path | str, workers: int | None = None
+    truth_dir: Path | str,
+    pred_dir: Path | str,
+    workers: int | None = None,
+    official: bool = False,
 ) -> SegmentationScorer:
     """Score a folder of predictions against a folder of ground truth (ISIC, PH2 or your own).
 
@@ -336,7 +357,8 @@ def score_dirs_scorer(
 
     Masks are binarised by :func:`~lessons_lib.metrics.binarise`, as the loaders read them: 0/255
     files exactly as the official scorer (lesion where > 128), and 0/1-valued files as 0/1 masks
-    (the official scorer would read a 0/1 prediction as all background and score it 0).
+    (the official scorer would read a 0/1 prediction as all background and score it 0);
+    ``official=True`` reads every file as the official scorer does.
 
     Each mask file is decoded once; the pairs are decoded and counted on ``workers``
     processes (the result does not depend on how many), which a Ctrl-C stops cleanly
@@ -347,9 +369,13 @@ def score_dirs_scorer(
         pred_dir: Folder of predicted masks.
         workers: Processes decoding the masks; default every usable CPU core
             (its CPU affinity). Fewer than 8 pairs are scored in this process.
+        official: Lesion where a value is above 128 in every file, 0/1 masks included, exactly
+            as ``isic-challenge-scoring``.
 
     Returns:
-        A scorer holding one entry per truth file, in sorted file order.
+        A scorer holding one entry per truth file, in sorted file order; its attribute
+        ``zero_one`` lists ``(image_id, "truth" | "prediction")`` for each 0/1 mask file read
+        (the files on which the two rules differ).
 
     Raises:
         DataError: Naming the file at fault and the fix; with several problems, one error
@@ -392,7 +418,9 @@ def score_dirs_scorer(
     pairs = [(e[1], e[2]) for e in entries if isinstance(e, tuple) and e[2] is not None]
     # every pair decoded and counted once, in truth-file order, on the workers (Ctrl-C-safe)
     workers = _usable_cpus() if workers is None else workers
-    computed = iter(parallel_map(_pair_counts, pairs, workers, min_items=_MIN_PAIRS_IN_PARALLEL))
+    count = partial(_pair_counts, official=official)
+    computed = iter(parallel_map(count, pairs, workers, min_items=_MIN_PAIRS_IN_PARALLEL))
+    zero_one: list[tuple[str, str]] = []
     problems: list[_Problem] = []
     n_failed = 0
     counts: dict[str, dict[str, int]] = {}
@@ -402,9 +430,13 @@ def score_dirs_scorer(
             n_failed += 1
             continue
         image_id, truth_file, pred_file = entry
-        result = next(computed) if pred_file is not None else None
+        pair = next(computed) if pred_file is not None else None
         found: list[_Problem] = []
-        if result is None:  # find out why, with every problem's message
+        result = None
+        if pair is not None:
+            result, (truth_01, pred_01) = pair
+            zero_one += [(image_id, "truth")] * truth_01 + [(image_id, "prediction")] * pred_01
+        else:  # find out why, with every problem's message
             result, found = _score_one(truth_file, image_id, pred_dir, pred_files)
         problems += found
         n_failed += bool(found)
@@ -416,6 +448,7 @@ def score_dirs_scorer(
     scorer = SegmentationScorer()
     for image_id, result in counts.items():
         scorer.add_counts(image_id, **result)
+    scorer.zero_one = zero_one
     return scorer
 
 
@@ -439,13 +472,32 @@ def score_dirs_summary(
     return score_dirs_scorer(truth_dir, pred_dir, workers).summary()
 
 
-def main_score(truth_dir: Path | str, pred_dir: Path | str, as_json: bool = False) -> str:
-    """Render the output of ``python -m lessons_lib score TRUTH_DIR PRED_DIR [--json]``.
+def zero_one_note(zero_one: list[tuple[str, str]], official: bool) -> str | None:
+    """The one-line note ``score`` prints when 0/1 mask files were read (``None`` if none)."""
+    if not zero_one:
+        return None
+    kinds = sorted({kind for _, kind in zero_one}, reverse=True)
+    what = f"{len(zero_one)} {' and '.join(kinds)} file(s) hold only 0 and 1"
+    if official:
+        return f"note: {what}: scored as the official scorer reads them, all background"
+    return (
+        f"note: {what}: read as lesion where 1; the official isic-challenge-scoring reads "
+        "them as all background (--official scores as it does)"
+    )
+
+
+def main_score(
+    truth_dir: Path | str, pred_dir: Path | str, as_json: bool = False, official: bool = False
+) -> str:
+    """Render the output of ``python -m lessons_lib score TRUTH_DIR PRED_DIR [--json]
+    [--official]``.
 
     Args:
         truth_dir: Folder of ground-truth masks.
         pred_dir: Folder of predicted masks.
-        as_json: Return JSON ``{"summary": {...}, "per_image": {id: {...}}}`` instead of text.
+        as_json: Return JSON ``{"summary": {...}, "per_image": {id: {...}}}`` (with ``"note"``
+            when 0/1 files were read) instead of text.
+        official: Read every file as ``isic-challenge-scoring`` does (:func:`score_dirs_scorer`).
 
     Returns:
         The text to print.
@@ -453,12 +505,15 @@ def main_score(truth_dir: Path | str, pred_dir: Path | str, as_json: bool = Fals
     Raises:
         DataError: As :func:`score_dirs_scorer`.
     """
-    scorer = score_dirs_scorer(truth_dir, pred_dir)
+    scorer = score_dirs_scorer(truth_dir, pred_dir, official=official)
     per_image, summary = scorer.per_image(), scorer.summary()
+    note = zero_one_note(scorer.zero_one, official)
     if as_json:
         rows = {i: {k: float(v) for k, v in row.items()} for i, row in per_image.iterrows()}
-        return json.dumps({"summary": summary, "per_image": rows}, indent=2)
+        found = {"note": note} if note else {}
+        return json.dumps({"summary": summary, "per_image": rows, **found}, indent=2)
     lines = [
+        *([note, ""] if note else []),
         f"{summary['n_images']} images; truth {truth_dir}, predictions {pred_dir}",
         "",
         per_image.to_string(float_format="{:.4f}".format),
@@ -466,7 +521,6 @@ def main_score(truth_dir: Path | str, pred_dir: Path | str, as_json: bool = Fals
         "Mean over images (ISIC 2017 ranks by jaccard, ISIC 2018 by threshold_jaccard):",
         *(f"  {name:<18} {summary[name]:.4f}" for name in METRIC_NAMES),
         "Pooled over all pixels of all images (as fastai's Dice/JaccardCoeff accumulate):",
-        f"  {'jaccard':<18} {summary['pooled_jaccard']:.4f}",
-        f"  {'dice':<18} {summary['pooled_dice']:.4f}",
+        *(f"  {name:<18} {summary[f'pooled_{name}']:.4f}" for name in POOLED),
     ]
     return "\n".join(lines)

@@ -51,6 +51,9 @@ METRIC_LABELS = {
     "specificity": "SP",
     "pooled_jaccard": "pooled JA",
     "pooled_dice": "pooled Dice",
+    "pooled_accuracy": "pooled AC",
+    "pooled_sensitivity": "pooled SE",
+    "pooled_specificity": "pooled SP",
 }
 """Short names of the metrics, as the challenge reports and the papers' tables print them."""
 

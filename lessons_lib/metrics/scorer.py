@@ -21,7 +21,11 @@ from lessons_lib.metrics.functional import (
     scores_from_counts,
 )
 
-__all__ = ["SegmentationScorer"]
+__all__ = ["POOLED", "SegmentationScorer"]
+
+POOLED = ("accuracy", "sensitivity", "specificity", "dice", "jaccard")
+"""The metrics :meth:`SegmentationScorer.summary` also pools over the set (``pooled_<name>``);
+the thresholded JA is a per-image rule and has no pooled form."""
 
 
 class SegmentationScorer:
@@ -91,11 +95,12 @@ class SegmentationScorer:
         return frame.rename_axis("image_id").astype("float64")
 
     def summary(self) -> dict[str, float]:
-        """Per-image means, pooled Jaccard and Dice, and the number of images.
+        """Per-image means, pooled scores and the number of images.
 
         Returns:
             ``accuracy, sensitivity, specificity, dice, jaccard, threshold_jaccard`` (means over
-            images), ``pooled_jaccard``, ``pooled_dice`` (0/0 scores 1.0) and ``n_images``.
+            images); ``pooled_<metric>`` for each of :data:`POOLED`, one score from the summed
+            confusion counts of every image (0/0 scores 1.0); and ``n_images``.
 
         Raises:
             ValueError: If no image was added.
@@ -103,8 +108,10 @@ class SegmentationScorer:
         if not self._counts:
             raise ValueError("no image was added to this scorer")
         result = {name: float(value) for name, value in self.per_image().mean().items()}
-        tp, fp, fn = (sum(c[k] for c in self._counts.values()) for k in ("tp", "fp", "fn"))
-        result["pooled_jaccard"] = 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
-        result["pooled_dice"] = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+        pooled = scores_from_counts(
+            **{k: sum(c[k] for c in self._counts.values()) for k in ("tp", "fp", "tn", "fn")}
+        )
+        for name in POOLED:
+            result[f"pooled_{name}"] = pooled[name]
         result["n_images"] = len(self._counts)
         return result

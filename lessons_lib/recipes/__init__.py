@@ -34,6 +34,7 @@ from torch import nn
 
 from lessons_lib.data.layouts import DATASETS, PUBLISHED_SPLITS
 from lessons_lib.params import NOT_APPLICABLE, NOT_GIVEN, PROFILES, Param, resolve
+from lessons_lib.reported import Reported
 from lessons_lib.training.optim import AdamSpec, Schedule, SGDSpec, read_optimizer
 
 __all__ = [
@@ -253,6 +254,9 @@ class Recipe:
         dry_run: A dry run's settings: parameter values, and ``images``, the fewest images per
             split it needs (see :func:`lessons_lib.params.resolve`).
         mixed_precision: fp16 training on a GPU (:func:`~lessons_lib.training.make_learner`).
+        reported: The paper's numbers, each with how it was computed
+            (:class:`~lessons_lib.reported.Reported`); a chapter attaches those of what it
+            scored with :meth:`reported_for`.
     """
 
     chapter: ClassVar[str]
@@ -261,6 +265,17 @@ class Recipe:
     weights: ClassVar[str | None] = None
     dry_run: ClassVar[Mapping[str, Any]] = {}
     mixed_precision: ClassVar[bool] = True
+    reported: ClassVar[tuple[Reported, ...]] = ()
+
+    def reported_for(self, dataset: str, split: str, variant: str | None = None) -> list[Reported]:
+        """The paper's numbers for ``split`` of ``dataset`` and the method ``variant`` (``None``:
+        the paper's own method): none for another dataset (PH2, synthetic data), so a run on
+        other images never shows the paper's numbers as if they were comparable."""
+        return [
+            r
+            for r in self.reported
+            if r.dataset == dataset and r.split == split and r.variant == variant
+        ]
 
     # -- parameters ----------------------------------------------------------------------------
     def param(self, name: str) -> Param:

@@ -18,7 +18,11 @@ from typing import Any
 
 from lessons_lib.params import NOT_APPLICABLE, Param
 from lessons_lib.recipes import Recipe, dataset_param, run_params, synthetic_params
+from lessons_lib.reported import ORIGINAL, row
 from lessons_lib.training.optim import AdamSpec, Schedule
+
+TABLES_METRICS = ("accuracy", "dice", "jaccard", "sensitivity", "specificity")
+"""The columns of the paper's Tables II-V: AC, DI, JA, SE, SP."""
 
 _data_dir, _n_synth, _synth_size = synthetic_params(n_synth=32, synth_size=160)
 
@@ -30,6 +34,29 @@ class CDNN29Recipe(Recipe):
     title = "Yuan & Lo, CDNN-29, ISIC 2017"
     weights = None  # trained from scratch, as the paper
     dry_run = dict(images=6)  # at least one image per cross-validation fold
+    # Tables II-V: (variant, split, tables, TABLES_METRICS). The test scores are the
+    # challenge's own (per-image means at original size, Sec. IV-A: "the challenge evaluation
+    # metrics"); the validation scores were computed by the authors with the same metrics.
+    reported = tuple(
+        number
+        for variant, split, source, values in (
+            ("CDNN-29 RGB+HSV+L", "test", "Tables III and V", (0.934, 0.849, 0.765, 0.825, 0.975)),
+            ("CDNN-29 RGB+HSV+L", "valid", "Tables II and IV", (0.953, 0.865, 0.783, 0.879, 0.979)),
+            ("CDNN-29 RGB", "test", "Table V", (0.931, 0.840, 0.754, 0.813, 0.976)),
+            ("CDNN-29 RGB", "valid", "Table IV", (0.951, 0.848, 0.765, 0.868, 0.976)),
+            ("CDNN-19", "test", "Table III", (0.921, 0.824, 0.736, 0.796, 0.979)),
+            ("CDNN-19", "valid", "Table II", (0.945, 0.839, 0.749, 0.854, 0.982)),
+        )
+        for number in row(
+            dict(zip(TABLES_METRICS, values, strict=True)),
+            averaging="per_image",
+            resolution=ORIGINAL,
+            dataset="isic2017",
+            split=split,
+            source=source,
+            variant=variant,
+        )
+    )
     params = (
         dataset_param("isic2017", paper="isic2017"),
         _data_dir,
@@ -162,6 +189,10 @@ class CDNN29Recipe(Recipe):
             loader_workers={"smoke": None, "laptop": None, "colab": 2, "full": 5},
         ),
     )
+
+    def variant(self, P: SimpleNamespace) -> str:  # noqa: N803
+        """The row of Tables IV and V this run trains: CDNN-29 with its input channels."""
+        return {"rgbhsvl": "CDNN-29 RGB+HSV+L", "rgb": "CDNN-29 RGB"}[P.channels]
 
     def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
         """CDNN-29 of Table I (one output, dropout 0.5 at the two places the paper names),

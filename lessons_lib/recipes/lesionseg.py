@@ -19,6 +19,7 @@ from typing import Any
 from lessons_lib.models.lesionseg import READINGS, UPSAMPLINGS
 from lessons_lib.params import Param
 from lessons_lib.recipes import Recipe, dataset_param, run_params, synthetic_params
+from lessons_lib.reported import ORIGINAL, Reported
 from lessons_lib.training.optim import AdamSpec, Schedule
 
 OPENINGS = ("cross", "square", "none")
@@ -37,6 +38,20 @@ class LesionSegRecipe(Recipe):
     title = "Ramachandram & DeVries, LesionSeg, ISIC 2017"
     weights = None  # trained from scratch: no ImageNet encoder, no `pretrained` parameter
     dry_run = dict(images=6)  # the fewest of which hold_out 0.1 keeps one: round(0.6) = 1
+    reported = (
+        Reported(
+            "jaccard",
+            0.642,
+            averaging="per_image",
+            resolution=ORIGINAL,
+            dataset="isic2017",
+            split="valid",
+            source="abstract and Sec. 4",
+            note="an 'IOU score' on the validation set provided by the organizers: the 2017 "
+            "challenge's validation server scored submitted masks at original size and "
+            "averaged over images; the paper does not name the averaging",
+        ),
+    )
     params = (
         dataset_param("isic2017", paper="isic2017"),
         *synthetic_params(n_synth=32, synth_size=160),

@@ -18,6 +18,7 @@ from lessons_lib import metrics, viz
 from lessons_lib.book import leaderboard as lb
 from lessons_lib.cost import Stage, estimate_cost
 from lessons_lib.record import REPORTED_METRICS, SCHEMA_VERSION, Result, RunRecord
+from lessons_lib.reported import NOT_STATED, ORIGINAL, Reported
 
 matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +43,8 @@ def write_run(
 
     Args:
         results: ``{evaluation: {image_id: jaccard}}``.
-        reported: ``{evaluation: paper's numbers}``; evaluations not named report JA 0.8.
+        reported: ``{evaluation: paper's numbers}`` (per-image means at original size);
+            evaluations not named report JA 0.8.
         method: Every result's ``method`` (an ablation's name).
         data_identity: The record's; default ``<dataset>:default`` (runs on the same images).
         details: The record's ``details`` (e.g. a ``cost_estimate``).
@@ -69,7 +71,10 @@ def write_run(
                 name=name,
                 evaluated_on=f"{name} split",
                 metrics={**means, "accuracy": 0.9, "n_images": len(frame)},
-                reported=reported.get(name, {"jaccard": 0.8}),
+                reported=[
+                    Reported(m, v, "per_image", ORIGINAL, dataset, name, "Table 1")
+                    for m, v in reported.get(name, {"jaccard": 0.8}).items()
+                ],
                 method=method,
             )
         )
@@ -154,7 +159,7 @@ def test_collect_runs_one_row_per_evaluation(runs: Path):
     assert row["n_parameters"] == 5_042_589
     assert row["wall_time_s"] == 125.0
     assert row["device"] == "cpu"
-    assert row["reported"] == {"jaccard": 0.8}
+    assert [(r.metric, r.value) for r in row["reported"]] == [("jaccard", 0.8)]
     assert row["data"] == "synthetic:default"
     assert row["run"] == runs / "001_cdnn" / "smoke-synthetic"
     assert "epochs=[2, 1]" in row["settings"] and "profile" not in row["settings"]
@@ -261,13 +266,33 @@ def test_reported_table_only_lists_what_the_paper_reported(tmp_path: Path):
         tmp_path,
         "001_cdnn",
         results={"test": {"a": 0.6, "b": 0.8}},
-        reported={"test": {"jaccard": 0.765, "accuracy": 0.934, "not_a_metric": 1.0}},
+        reported={"test": {"jaccard": 0.765, "accuracy": 0.934}},
     )
     table = lb.reported_table(lb.collect_runs(tmp_path))
-    assert list(table["metric"]) == ["JA", "AC"]  # the paper's, not the unknown name
+    assert list(table["metric"]) == ["JA", "AC"]  # the paper's numbers only
     assert list(table["paper"]) == [0.765, 0.934]
     assert list(table["ours"]) == [0.7, 0.9]
     assert list(table["ours - paper"]) == pytest.approx([0.7 - 0.765, 0.9 - 0.934], abs=1e-3)
+    assert set(table["paper computed as"]) == {"per image, at original size"}
+
+
+def test_reported_table_never_subtracts_a_per_image_mean_from_a_pooled_number(tmp_path: Path):
+    run = write_run(tmp_path, "003_sls", results={"test": {"a": 0.6, "b": 0.8}}, dataset="isic2017")
+
+    def pooled(record: dict) -> None:
+        result = record["results"][0]
+        result["metrics"]["pooled_jaccard"] = 0.75
+        result["reported"] = [
+            Reported(
+                "jaccard", 0.782, "pooled", NOT_STATED, "isic2017", "test", "Table 1"
+            ).as_dict()
+        ]
+
+    edit_record(run, pooled)
+    row = lb.reported_table(lb.collect_runs(tmp_path)).iloc[0]
+    assert row["metric"] == "pooled JA" and row["ours"] == 0.75  # not the per-image 0.7
+    assert row["ours - paper"] == pytest.approx(0.75 - 0.782)
+    assert row["paper computed as"] == "pooled, resolution not stated"
 
 
 def test_method_names(tmp_path: Path):

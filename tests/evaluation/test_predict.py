@@ -482,7 +482,7 @@ def test_a_run_records_its_external_validation(single_run, synthetic_root, tmp_p
     scores = run.external_evaluation("folder", other, batch_size=BS)
     (result,) = run.results
     assert result.name == "external" and result.details == {"external": "folder"}
-    assert result.metrics["n_images"] == 8 and result.reported == {}
+    assert result.metrics["n_images"] == 8 and result.reported == []
     assert "every image (8), none seen in training" in result.evaluated_on
     saved = pd.read_csv(run.out / "per_image_external.csv", index_col=0)
     assert saved["jaccard"].tolist() == pytest.approx(per_image["jaccard"].tolist(), abs=1e-12)

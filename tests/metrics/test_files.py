@@ -83,12 +83,40 @@ def test_cli_scores_0_1_predictions_as_0_255(isic_dirs: tuple[Path, Path], tmp_p
         proc = run_cli(str(truth_dir), str(folder), "--json")
         assert proc.returncode == 0, proc.stderr
         results[name] = json.loads(proc.stdout)
+    note = results["01"].pop("note")  # the one difference: a note on the 0/1 files
+    assert note.startswith("note: 5 prediction file(s) hold only 0 and 1: read as lesion where 1")
+    assert "--official" in note and "note" not in results["255"]
     assert results["01"] == results["255"]
     assert results["01"]["summary"]["n_images"] == 5
     assert 0.5 < results["01"]["summary"]["jaccard"] < 1
-    text01 = run_cli(str(truth_dir), str(pred01)).stdout
-    text255 = run_cli(str(truth_dir), str(pred255)).stdout
-    assert text01.splitlines()[1:] == text255.splitlines()[1:]  # line 0 names the folder
+    text01 = run_cli(str(truth_dir), str(pred01)).stdout.splitlines()
+    text255 = run_cli(str(truth_dir), str(pred255)).stdout.splitlines()
+    assert text01[:2] == [note, ""]  # the note first, then the same table
+    assert text01[3:] == text255[1:]  # the folder line names the folder
+
+
+def test_official_scores_0_1_files_exactly_as_the_official_package(
+    isic_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``score --official``: a 0/1 prediction is all background, as isic-challenge-scoring
+    reads it; here two of the five predictions are 0/1 files, the others 0/255."""
+    truth_dir, pred255 = isic_dirs
+    pred = tmp_path / "mixed"
+    for i, path in enumerate(sorted(pred255.iterdir())):
+        mask = np.asarray(Image.open(path))
+        save(pred / path.name, mask // 255 if i < 2 else mask)
+    official = SegmentationScore.from_dir(truth_dir, pred).macro_average
+    proc = run_cli(str(truth_dir), str(pred), "--json", "--official")
+    assert proc.returncode == 0, proc.stderr
+    ours = json.loads(proc.stdout)
+    for key in metrics.METRIC_NAMES:
+        assert ours["summary"][key] == pytest.approx(official[key], abs=1e-12, rel=0), key
+    assert ours["per_image"]["ISIC_0000001"]["jaccard"] == 0.0  # a 0/1 file: all background
+    assert ours["note"].endswith("scored as the official scorer reads them, all background")
+    default = json.loads(run_cli(str(truth_dir), str(pred), "--json").stdout)
+    assert default["summary"]["jaccard"] > ours["summary"]["jaccard"]  # the rules differ here
+    help_text = " ".join(run_cli("--help").stdout.split())
+    assert "reads it as all background" in help_text and "--official" in help_text
 
 
 # --- every problem in one pass -------------------------------------------------------------

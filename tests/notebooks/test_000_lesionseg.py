@@ -174,10 +174,10 @@ def test_every_switch_at_once(tmp_path: Path) -> None:
     }
     external = results["external"]  # every image of the other dataset, none trained on
     assert external["metrics"]["n_images"] == 6 and external["details"] == {"external": "synthetic"}
-    assert external["method"] is None and external["reported"] == {}  # the chapter's own model
+    assert external["method"] is None and external["reported"] == []  # the chapter's own model
     assert len(list((tmp_path / "out" / "predictions" / "external").glob("*.png"))) == 6
-    assert results["valid"]["reported"] == {"jaccard": 0.642}
-    assert results["test"]["reported"] == {}
+    # synthetic data: the paper's JA 0.642 (ISIC 2017 validation) is not beside it
+    assert results["valid"]["reported"] == results["test"]["reported"] == []
     assert "opening square" in results["valid"]["evaluated_on"]
     assert results["valid_opening_cross"]["method"] == "opening cross"
     for r in results.values():

@@ -135,7 +135,7 @@ def _check_run_folder(out: Path, record: dict, gflops: float) -> dict:
         for key in ("jaccard", "dice", "pooled_jaccard", "pooled_dice", "accuracy"):
             assert 0.0 <= metrics[key] <= 1.0, key
         assert (out / f"per_image_{result['name']}.csv").is_file()
-    assert results["valid"]["reported"] == {}  # Table 1 has test rows only
+    assert results["valid"]["reported"] == []  # Table 1 has test rows only
     for figure in ("learning_curves", "lr_schedule", "ja_distribution", "overlays"):
         assert (out / "figures" / f"{figure}.png").is_file(), figure
     assert (out / "models" / "train.pth").is_file()
@@ -187,7 +187,7 @@ def test_both_ablation_switches_at_once(tmp_path: Path) -> None:
     results = _check_run_folder(out, record, gflops=245.66)  # the ASC network's FLOPs
     name = "SLSDeep (epe_weight=0.0, skips=all)"
     assert record["details"]["variant"] == name and results["test"]["method"] == name
-    assert results["test"]["reported"] == {}  # the paper has no row for it: none is shown
+    assert results["test"]["reported"] == []  # the paper has no row for it: none is shown
     external = results["external"]  # the variant's model on another dataset, its method named
     assert external["method"] == name and external["metrics"]["n_images"] == 6
     assert record["n_parameters"] == ASC_PARAMS  # four 1x1 skip reductions more than SLSDeep

@@ -69,6 +69,19 @@ CHAPTERS = {
 }
 
 
+REPORTED = {
+    "000_lesionseg": {"valid": ["jaccard"]},
+    "001_cdnn29": {
+        e: ["accuracy", "dice", "jaccard", "sensitivity", "specificity"]
+        for e in ("test_ensemble", "valid_ensemble")
+    },
+    "002_resnet34_unet": {"random_split": ["jaccard"], "official_valid": ["threshold_jaccard"]},
+    "003_slsdeep": {"test": ["accuracy", "dice", "jaccard", "sensitivity", "specificity"]},
+    "004_vgg16_fcn": {},
+}
+"""Per chapter: the evaluations that carry the paper's numbers on the paper's dataset (its
+recipe's ``reported``), and which metrics."""
+
 PROFILES = {
     "000_lesionseg": "colab",
     "001_cdnn29": "full",
@@ -128,6 +141,20 @@ def test_profile_dry_run(stem: str, publisher_data, tmp_path: Path) -> None:
     assert cost["total"]["gpu_hours"] > 0 and cost["total"]["peak_memory_gb"] > 0 and cost["gpu"]
     for result in record["results"]:
         assert 1 <= result["metrics"]["n_images"] <= images, result["name"]
+    # on the paper's dataset the paper's numbers stand beside ours, each saying how it was
+    # computed (no other dataset gets them: the chapters' smoke tests)
+    reported = {
+        r["name"]: [x["metric"] for x in r["reported"]] for r in record["results"] if r["reported"]
+    }
+    assert reported == REPORTED[stem]
+    for result in record["results"]:
+        for number in result["reported"]:
+            assert number["dataset"] == dataset and number["averaging"] and number["source"]
+    if stem == "001_cdnn29":  # the paper's timing claims, beside this run's on its hardware
+        claims = record["details"]["timing_claims"]
+        assert list(claims["paper (its GPU)"].values()) == [60.0, 0.2]
+        ours = claims[f"this run (full profile, CPU, {record['environment']['cpu_count']} threads)"]
+        assert len(ours) == 2 and all(seconds > 0 for seconds in ours.values())
     history = pd.read_csv(out / "history.csv") if (out / "history.csv").is_file() else None
     histories = [history] if history is not None else []
     histories += [pd.read_csv(p) for p in out.glob("*/history.csv")]

@@ -20,6 +20,7 @@ from lessons_lib.losses import BCEWithLogits2d, CrossEntropy2d, foreground
 from lessons_lib.models import build_model, count_parameters
 from lessons_lib.params import Param, resolve
 from lessons_lib.record import SCHEMA_VERSION, Result, RunRecord
+from lessons_lib.reported import ORIGINAL, Reported
 from lessons_lib.training import (
     FreeGradients,
     HistoryCSV,
@@ -301,15 +302,19 @@ def test_run_writes_metrics_json_atomically(tmp_path: Path) -> None:
     }
     per_image = pd.DataFrame({"jaccard": [0.5]}, index=pd.Index(["a"], name="image_id"))
     summary = {"jaccard": 0.5, "n_images": 1}
-    result = run.add_result("valid", "the valid split", per_image, summary, {"jaccard": 0.7})
+    paper = [Reported("jaccard", 0.7, "per_image", ORIGINAL, "synthetic", "valid", "Table 1")]
+    result = run.add_result("valid", "the valid split", per_image, summary, paper)
     assert isinstance(result, Result) and run.results == [result]
     assert (result.name, result.evaluated_on, result.metrics, result.reported, result.method) == (
         "valid",
         "the valid split",
         summary,
-        {"jaccard": 0.7},
+        paper,
         None,
     )
+    isic = [Reported("jaccard", 0.7, "per_image", ORIGINAL, "isic2017", "valid", "Table 1")]
+    with pytest.raises(ValueError, match="numbers for isic2017 cannot stand beside a run on synth"):
+        run.add_result("valid", "the valid split", per_image, summary, isic)
     run.add_result("otsu", "the valid split", per_image, summary, method="otsu", k=3)
     run.lap("step")
     path = run.finish("synthetic:abc", n_parameters=42, weights_source="scratch", flops=7)
@@ -339,7 +344,8 @@ def test_run_replaces_a_result_of_the_same_name(tmp_path: Path) -> None:
     run = chapter.Run(tmp_path, "001_cdnn29", "p", params, {})
     frame = pd.DataFrame({"jaccard": [0.5]}, index=["a"])
     run.add_result("valid", "v", frame, {"jaccard": 0.5})
-    run.add_result("test", "t", frame, {"jaccard": 0.6}, {"jaccard": 0.76})
+    paper = Reported("jaccard", 0.76, "per_image", ORIGINAL, "synthetic", "test", "Table 3")
+    run.add_result("test", "t", frame, {"jaccard": 0.6}, [paper])
     run.add_result("valid", "v", frame, {"jaccard": 0.55})
     assert [(r.name, r.metrics["jaccard"]) for r in run.results] == [
         ("test", 0.6),
