@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import platform
 import random
 import subprocess
@@ -185,6 +186,75 @@ temporary files an interrupted write left of them, and nothing else (:func:`clea
 a resumed run keeps them."""
 
 
+LOCK_FILE = ".run.lock"
+"""The lock a run holds in its folder while it runs (it names the holder's PID and start time);
+removed by :meth:`Run.finish`, released by the system when the process ends however it ends."""
+
+_HELD_LOCKS: dict[Path, int] = {}
+"""Run folders this process holds locked, with the lock file's descriptor: a chapter's opening
+run again in the same kernel takes its own folder back."""
+
+
+def _lock_run_folder(out: Path) -> bool:
+    """Take ``out``'s run lock (the folder exists); ``True`` when this call created the lock
+    file. A folder another process holds is a :class:`RunFolderError` naming that process."""
+    key = out.resolve()
+    if key in _HELD_LOCKS:
+        return False
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock, as before
+        return False
+    path = out / LOCK_FILE
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 500).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise RunFolderError(
+            f"out_dir is in use by another run ({holder}): two runs writing one folder would "
+            "mix their files",
+            out,
+            "wait until that run has finished (or stop it), or pass another out_dir",
+        ) from None
+    except OSError:  # pragma: no cover - a file system without locks: run unlocked
+        os.close(fd)
+        return created
+    os.ftruncate(fd, 0)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    os.write(fd, f"PID {os.getpid()} on {platform.node()}, started {started}".encode())
+    _HELD_LOCKS[key] = fd
+    return created
+
+
+def _release_run_folder(out: Path, remove: bool) -> None:
+    """Release ``out``'s run lock if this process holds it, removing the file when ``remove``."""
+    fd = _HELD_LOCKS.pop(out.resolve(), None)
+    if fd is None:
+        return
+    if remove:
+        (out / LOCK_FILE).unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _papermill_notebook(path: Path, chapter: str) -> bool:
+    """Whether ``path`` is the notebook papermill writes while running ``chapter`` into this
+    very file (``papermill <chapter>.ipynb <out_dir>/x.ipynb -p out_dir <out_dir>``): its
+    papermill metadata names ``<chapter>.ipynb`` as input and ``path`` as output."""
+    if path.suffix != ".ipynb" or not path.is_file():
+        return False
+    try:
+        meta = json.loads(path.read_text())["metadata"]["papermill"]
+        source, output = Path(meta["input_path"]), Path(meta["output_path"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return False
+    if not output.is_absolute():  # relative to where papermill ran: compare names and stems
+        return source.stem == chapter and output.name == path.name
+    return source.stem == chapter and output.resolve() == path.resolve()
+
+
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # an open file: np.savez would append ".npz" to a name
         np.savez(f, **arrays)
@@ -283,7 +353,11 @@ class Run:
       clears it; a folder holding only the earlier run's ``params.json`` (it stopped before
       writing anything) is simply reused;
     * a non-empty folder that is not a run's (no ``params.json`` written by a run) is refused:
-      a run deletes only files a run writes.
+      a run deletes only files a run writes; the notebook papermill writes for this very run
+      there (``papermill <chapter>.ipynb runs/x/out.ipynb -p out_dir runs/x``) is accepted;
+    * a folder another run is using (a process holding its :data:`LOCK_FILE`) is refused at
+      once, naming that process (its PID and start time); the lock goes with the process,
+      however it ends, and :meth:`finish` removes its file.
 
     Args:
         out_dir: Where outputs go; default ``<runs>/<chapter>/<profile>-<dataset>``.
@@ -298,7 +372,8 @@ class Run:
     Raises:
         ValueError: ``chapter`` names no notebook in the repository's ``notebooks/``.
         RunFolderError: ``out_dir`` is a file, another run's folder with different parameters
-            (without ``overwrite``) or a non-empty folder that is not a run's.
+            (without ``overwrite``), a non-empty folder that is not a run's, or in use by a
+            running run.
     """
 
     def __init__(
@@ -327,10 +402,24 @@ class Run:
                 self.params["dataset"],
                 bool(self.params.get("dry_run")),
             )
-        self.out = Path(out_dir).expanduser()
+        self.out = Path(out_dir).expanduser().absolute()  # a relative out_dir: from here
         record = {"chapter": chapter, **self.params}
-        self._claim(record, overwrite)
+        if self.out.exists() and not self.out.is_dir():
+            raise RunFolderError(
+                "out_dir is a file, not a folder",
+                self.out,
+                "pass a folder (new or empty) as out_dir",
+            )
+        new_folder = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
+        created_lock = _lock_run_folder(self.out)  # before anything is read or cleared
+        try:
+            self._claim(record, overwrite, chapter)
+        except BaseException:
+            _release_run_folder(self.out, remove=created_lock)
+            if new_folder:
+                self.out.rmdir()
+            raise
         if self.resumed:
             print(
                 f"resuming the unfinished run in {self.out}: finished stages and evaluations "
@@ -344,21 +433,20 @@ class Run:
         self._mark = self.start
         write_json(self.out / "params.json", record)
 
-    def _claim(self, record: dict[str, Any], overwrite: bool) -> None:
-        """Check ``self.out`` can take this run and clear an earlier run's files from it."""
+    def _claim(self, record: dict[str, Any], overwrite: bool, chapter: str) -> None:
+        """Check ``self.out`` can take this run and clear an earlier run's files from it. The
+        notebook papermill is writing for this run (``papermill ... <out_dir>/x.ipynb -p
+        out_dir <out_dir>``) is not another's file: it is neither refused nor listed."""
         out = self.out
         self.resumed = False
         fix = (
             "pass a new out_dir to keep the earlier run (papermill: -p out_dir <folder>), or "
             "overwrite=True to replace it (papermill: -p overwrite True)"
         )
-        if out.exists() and not out.is_dir():
-            raise RunFolderError(
-                "out_dir is a file, not a folder", out, "pass a folder (new or empty) as out_dir"
-            )
-        if not out.is_dir():
-            return
-        entries = [p for p in out.iterdir() if not p.name.startswith(".")]
+        self.own_notebooks = {p for p in out.iterdir() if _papermill_notebook(p, chapter)}
+        entries = [
+            p for p in out.iterdir() if not p.name.startswith(".") and p not in self.own_notebooks
+        ]
         before = read_run_params(out)
         if before is None:
             if entries:
@@ -392,6 +480,7 @@ class Run:
             p
             for p in clear_run_folder(out)
             if not any(part.startswith(".") for part in p.relative_to(out).parts)
+            and p not in self.own_notebooks
         ]
         if kept:
             warnings.warn(
@@ -687,4 +776,5 @@ class Run:
         path = record.write(self.out / "metrics.json")
         for resume in [*self.out.glob("models/*.resume.*"), *self.out.glob("*/models/*.resume.*")]:
             resume.unlink()  # the run is complete: nothing is left to resume
+        _release_run_folder(self.out, remove=True)
         return path

@@ -8,6 +8,7 @@ folder, what is expected and the value given) and that nothing half-done is left
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -470,7 +471,9 @@ def earlier_run(out: Path, params: dict = PARAMS) -> None:
 
 
 def listing(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    """The folder's files, but the lock a run in this process holds while unfinished."""
+    files = [p for p in folder.rglob("*") if p.is_file() and p.name != chapter.LOCK_FILE]
+    return sorted(str(p.relative_to(folder)) for p in files)
 
 
 def test_a_rerun_with_other_parameters_stops_and_says_what_differs(tmp_path: Path) -> None:
@@ -492,7 +495,10 @@ def test_a_rerun_with_the_same_parameters_starts_afresh(tmp_path: Path) -> None:
     earlier_run(out)
     run = Run(out, CHAPTER, "p", {**PARAMS, "epochs": [6, 2]}, {})  # a list is the same value
     assert listing(out) == ["params.json"]
-    assert sorted(p.name for p in out.iterdir()) == ["params.json"]  # empty folders gone too
+    assert sorted(p.name for p in out.iterdir()) == [
+        chapter.LOCK_FILE,
+        "params.json",
+    ]  # folders gone
     assert json.loads((out / "params.json").read_text())["epochs"] == [6, 2]
     run.add_result("valid", "v", pd.DataFrame({"jaccard": [0.5]}), {})
     assert listing(out) == ["params.json", "per_image_valid.csv"]
@@ -556,6 +562,90 @@ def test_out_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("x")
     with pytest.raises(RunFolderError, match="out_dir is a file, not a folder"):
         Run(tmp_path / "out", CHAPTER, "p", PARAMS, {})
+
+
+HOLD = """
+import sys, time
+from lessons_lib.chapter import Run
+Run(sys.argv[1], "002_resnet34_unet", "p", {"dataset": "synthetic", "profile": "smoke"}, {})
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_run_into_a_folder_in_use_stops_at_once_naming_the_first(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert first.stdout.readline().strip() == "holding"
+        before = listing(out)
+        with pytest.raises(RunFolderError) as err:
+            Run(out, CHAPTER, "p", PARAMS, {})
+        text = str(err.value)
+        assert f"out_dir is in use by another run (PID {first.pid} on " in text
+        assert "started 20" in text and "pass another out_dir" in text
+        assert listing(out) == before  # nothing read, cleared or written
+    finally:
+        first.kill()
+        first.wait()
+    Run(out, CHAPTER, "p", PARAMS, {})  # a killed run's lock goes with it: the folder is free
+
+
+def test_finish_removes_the_lock_and_a_rerun_in_the_same_process_takes_it_back(
+    tmp_path: Path,
+) -> None:
+    run = Run(tmp_path / "run", CHAPTER, "p", PARAMS, {})
+    assert (run.out / chapter.LOCK_FILE).read_text().startswith(f"PID {os.getpid()} on ")
+    again = Run(tmp_path / "run", CHAPTER, "p", PARAMS, {})  # the opening run twice in a kernel
+    again.finish("synthetic:x", n_parameters=None, weights_source=None)
+    assert not (run.out / chapter.LOCK_FILE).exists()
+
+
+def papermill_output(path: Path, chapter_id: str, output: Path | str) -> Path:
+    """The notebook papermill writes (at its start) for ``chapter_id`` into ``output``."""
+    meta = {"input_path": f"notebooks/{chapter_id}.ipynb", "output_path": str(output)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cells": [], "metadata": {"papermill": meta}}))
+    return path
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_notebook_papermill_writes_for_this_run_may_be_in_out_dir(
+    relative: bool, tmp_path: Path
+) -> None:
+    """``papermill <chapter>.ipynb runs/x/out.ipynb -p out_dir runs/x``: accepted, kept, and
+    not mentioned; a notebook of another chapter or another output is another's file."""
+    out = tmp_path / "runs" / "x"
+    notebook = out / "out.ipynb"
+    papermill_output(notebook, CHAPTER, "runs/x/out.ipynb" if relative else notebook)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Run(out, CHAPTER, "p", PARAMS, {})
+        for name in EARLIER:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("earlier run")
+        Run(out, CHAPTER, "p", PARAMS, {}, overwrite=True)  # its files cleared, not the notebook
+    assert listing(out) == ["out.ipynb", "params.json"]
+    for other, chapter_id in [(tmp_path / "elsewhere.ipynb", CHAPTER), (notebook, "001_cdnn29")]:
+        folder = tmp_path / f"other-{chapter_id}"
+        papermill_output(folder / "out.ipynb", chapter_id, other)
+        with pytest.raises(RunFolderError, match="holds files but is not a chapter run's folder"):
+            Run(folder, CHAPTER, "p", PARAMS, {})
+
+
+def test_a_relative_out_dir_is_taken_from_the_working_folder_once(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A relative ``out_dir`` (``-p out_dir runs/mine``) names one folder for the whole run:
+    files written under it (the predictor's weights paths) do not nest it twice."""
+    monkeypatch.chdir(tmp_path)
+    run = Run("runs/mine", CHAPTER, "p", PARAMS, {})
+    assert run.out == tmp_path / "runs" / "mine" and run.out.is_absolute()
+    monkeypatch.chdir(tmp_path / "runs")  # a chapter may change folder later: the run does not
+    run.add_result("valid", "v", pd.DataFrame({"jaccard": [0.5]}), {})
+    assert (tmp_path / "runs" / "mine" / "per_image_valid.csv").is_file()
 
 
 def test_an_empty_existing_folder_is_used(tmp_path: Path) -> None:

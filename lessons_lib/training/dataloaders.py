@@ -55,11 +55,24 @@ def segmentation_dls(
 
     Returns:
         ``DataLoaders`` whose batches are ``(TensorImage (N,3,H,W), TensorMask (N,H,W))``.
-    """
-    if not train or not valid:
-        from lessons_lib.errors import DataError
 
+    Raises:
+        DataError: an empty split, or fewer training images than one batch (the message says
+            how many each split has and which batch size would do).
+    """
+    from lessons_lib.errors import DataError
+
+    if not train or not valid:
         raise DataError(f"empty split: {len(train)} training and {len(valid)} validation pairs")
+    if len(train) < bs:
+        raise DataError(
+            f"the training split has {len(train)} image(s) (validation: {len(valid)}), fewer "
+            f"than one batch of {bs}: fastai drops an incomplete last batch, so training would "
+            "see no batch at all",
+            fix=f"lower the batch size to at most {len(train)} (papermill: -p batch_size "
+            f"{len(train)}, a list per stage where the chapter has stages), or train on more "
+            "images",
+        )
     items = [image for image, _ in list(train) + list(valid)]
     batch_tfms = list(aug or []) + list(extra_tfms)
     if normalize is not None:

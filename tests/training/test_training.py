@@ -78,6 +78,12 @@ def test_dls_batches_are_images_and_binary_masks(tiny) -> None:
     assert set(torch.unique(yb).tolist()) <= {0, 1}
     with pytest.raises(DataError, match="empty split"):
         segmentation_dls(train, [], 32, 2)
+    # fastai would say only "This DataLoader does not contain any batches", once training
+    with pytest.raises(DataError) as err:
+        segmentation_dls(train[:3], valid, 32, 4)
+    assert "training split has 3 image(s) (validation: 2), fewer than one batch of 4" in str(err)
+    assert "-p batch_size 3" in str(err.value)
+    assert len(segmentation_dls(train[:3], valid, 32, 3).train) == 1  # one full batch: fine
 
 
 def test_fit_stage_writes_history_and_best_checkpoint(tiny) -> None:
