@@ -773,8 +773,20 @@ class Run:
             gpu_peak_memory_gb=peak,
             details=details,
         )
+        resumes = [*self.out.glob("models/*.resume.*"), *self.out.glob("*/models/*.resume.*")]
+        if self.resumed:  # where: each stage an interrupted run left unfinished, and after
+            resumed_from = {}  # which of its epochs training went on
+            for path in resumes:
+                try:
+                    after = json.loads(path.read_text()).get("resumed_after") or []
+                except (OSError, ValueError, AttributeError):
+                    continue  # the .pth, or an unreadable state: nothing to say
+                if after:
+                    stage = path.relative_to(self.out).as_posix().removesuffix(".resume.json")
+                    resumed_from[stage.replace("models/", "")] = after
+            record.details = {"resumed_from": resumed_from, **record.details}
         path = record.write(self.out / "metrics.json")
-        for resume in [*self.out.glob("models/*.resume.*"), *self.out.glob("*/models/*.resume.*")]:
+        for resume in resumes:
             resume.unlink()  # the run is complete: nothing is left to resume
         _release_run_folder(self.out, remove=True)
         return path

@@ -126,6 +126,10 @@ MAX_RATIO = 100.0
 RATIO_FLOOR = 1 << 20
 #: Largest single file an external RAR tool may write (PH2's files are ~1.3 MB).
 MAX_TOOL_FILE_BYTES = 256 * 2**20
+#: Most members (files and folders) an archive may hold: 2.5 times the largest published one
+#: (ISIC 2017's training images, about 4,000 files with their superpixel maps). Ten thousand
+#: empty files pass every size and ratio check; this stops them before anything is written.
+MAX_MEMBERS = 10_000
 #: The tools that can unpack a RAR archive, in order of preference.
 RAR_TOOLS = ("unrar", "7z", "7zz", "7za", "bsdtar")
 
@@ -721,12 +725,16 @@ def check_zip(
 
     Raises:
         DataError: a member that would land outside the target, a symbolic link, an encrypted
-            member, or sizes or ratios beyond the caps (a zip bomb).
+            member, more than :data:`MAX_MEMBERS` members, or sizes or ratios beyond the caps
+            (a zip bomb).
     """
     max_bytes = MAX_UNPACKED_BYTES if max_bytes is None else max_bytes
     max_ratio = MAX_RATIO if max_ratio is None else max_ratio
+    members = zf.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise _refuse(archive, _too_many(len(members)))
     total = 0
-    for info in zf.infolist():
+    for info in members:
         why = unsafe_member(info.filename)
         if why:
             raise _refuse(archive, f"member {info.filename!r} {why}")
@@ -757,6 +765,13 @@ def check_zip(
             f"(ratio {total / max(packed, 1):.0f} > {max_ratio:g}: a zip bomb?)",
         )
     return total
+
+
+def _too_many(n: int) -> str:
+    return (
+        f"it holds {n:,} members, more than the cap of {MAX_MEMBERS:,} (the largest published "
+        "archive holds about 4,000)"
+    )
 
 
 def extract_zip(
@@ -841,14 +856,18 @@ def check_tree(
 
     Raises:
         DataError: a symbolic link, a special file (device, FIFO), anything resolving outside
-            ``folder``, or more than ``max_bytes`` (default :data:`MAX_UNPACKED_BYTES`).
+            ``folder``, more than :data:`MAX_MEMBERS` files and folders, or more than
+            ``max_bytes`` (default :data:`MAX_UNPACKED_BYTES`).
     """
     folder = Path(folder)
     shown = Path(archive) if archive is not None else folder
     base = folder.resolve()
     max_bytes = MAX_UNPACKED_BYTES if max_bytes is None else max_bytes
-    total = 0
+    total = members = 0
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        members += len(dirnames) + len(filenames)
+        if members > MAX_MEMBERS:
+            raise _refuse(shown, _too_many(members).replace("holds", "unpacked", 1))
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             member = path.relative_to(folder).as_posix()
@@ -1077,6 +1096,14 @@ def _install(
             print(f"using {tool[0]} ({tool[1]})")
             extract_with_tool(tool, path, tmp)
         src = _unpacked_folder(tmp, archive, path)
+        if kind != "ph2":  # ISIC's archives hold files only: a folder inside is not theirs
+            folders = sorted(p.name for p in src.iterdir() if p.is_dir() and p.name not in _SKIPPED)
+            if folders:
+                raise _refuse(
+                    path,
+                    f"its folder {archive.folder} holds folder(s) {', '.join(folders[:5])}; the "
+                    "published archive holds files only",
+                )
         fix = (
             "the archive matched its checksum, so lessons_lib's expected count may be wrong: "
             "please report it"

@@ -413,7 +413,11 @@ def check_spec(spec: Any, path: Path) -> dict[str, Any]:
         except ValueError as err:
             raise _fail(path, str(err)) from None
     need("postprocess_at", lambda v: v in POSTPROCESS_AT, f"one of {POSTPROCESS_AT}")
-    need("threshold", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+    need(
+        "threshold",
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+        "a probability between 0 and 1",
+    )
     return spec
 
 
@@ -455,14 +459,17 @@ def load_weights(path: Path | str) -> dict[str, Tensor]:
     ``fastcore``'s list type ``L``: the one class allowed besides what ``weights_only`` allows).
 
     Raises:
-        DataError: the file is missing, is not a weights file (e.g. it holds other pickled
-            objects: they are refused, never unpickled), or holds no tensors.
+        DataError: the file is missing or empty, is not a PyTorch file (a text or system
+            file), is not a weights file (e.g. it holds other pickled objects: they are
+            refused, never unpickled), or holds no tensors.
     """
     from fastcore.foundation import L
 
     path = Path(path)
     if not path.is_file():
         raise DataError("weights file not found", path, _RERUN)
+    if path.stat().st_size == 0:
+        raise DataError("the weights file is empty", path, _RERUN)
     try:
         with torch.serialization.safe_globals([L]):
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -477,6 +484,13 @@ def load_weights(path: Path | str) -> dict[str, Tensor]:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise DataError(f"unreadable weights file ({err})", path, _RERUN) from None
+    except Exception as err:  # noqa: BLE001 - a text or system file: the unpickler's own errors
+        raise DataError(
+            f"not a PyTorch weights file (torch.load could not read it: {type(err).__name__} "
+            f"{err})",
+            path,
+            _RERUN,
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict) and "opt" in state:
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
-from fastai.learner import Learner, Metric, load_model, save_model
+from fastai.learner import Learner, Metric, save_model
 from fastai.torch_core import rank_distrib
 
 from lessons_lib.atomic import atomic_path, write_json, write_with
@@ -143,10 +146,15 @@ def save_checkpoint(learn: Learner, name: str, with_opt: bool = False) -> Path:
 
 
 class StageCheckpoint:
-    """The resume state of one training stage: ``models/<stage>.resume.pth`` (model and
-    optimiser, fastai's format, loaded with ``weights_only=True``) and
-    ``models/<stage>.resume.json`` (epochs done, the tracked best value and early-stopping
-    count, whether the stage finished).
+    """The resume state of one training stage: ``models/<stage>.resume.pth`` (model, optimiser
+    and every random-number generator that feeds training, :func:`rng_state`; loaded with
+    ``weights_only=True``) and ``models/<stage>.resume.json`` (epochs done, the tracked best
+    value and early-stopping count, whether the stage finished, and after which epochs an
+    interrupted run resumed it: ``resumed_after``).
+
+    With the generators restored, a stage killed after epoch k and resumed trains epochs k+1...
+    exactly as the uninterrupted run would have (bit for bit on a CPU): the same shuffles,
+    augmentations and dropout masks.
 
     Written after every epoch and at the end of the stage, the weights first and the JSON
     second, each atomically: the JSON never claims an epoch whose weights are not on disk.
@@ -161,6 +169,8 @@ class StageCheckpoint:
         self.learn, self.stage = learn, stage
         self.weights = folder / f"{stage}.resume.pth"
         self.state_file = folder / f"{stage}.resume.json"
+        self.resumed_after: list[int] = []  # epochs after which interrupted runs resumed
+        self.smooth_loss: dict[str, Any] | None = None  # read by load()
 
     def read(self) -> dict[str, Any] | None:
         """The saved state, or ``None`` when there is none (or its weights are missing)."""
@@ -183,15 +193,84 @@ class StageCheckpoint:
             "epochs": epochs,
             "epochs_done": epochs_done,
             "finished": finished,
+            "resumed_after": self.resumed_after,
             **{k: v for k, v in tracked.items() if v is not None},
         }
         write_json(self.state_file, state)
 
     def load(self) -> None:
-        """Load the saved model and optimiser state into the Learner."""
+        """Load the saved model, optimiser and random-number generators into the Learner (the
+        generators as they were when the state was saved, for the next epoch to draw on)."""
         if self.learn.opt is None:
             self.learn.create_opt()
-        load_model(self.weights, self.learn.model, self.learn.opt, with_opt=True)
+        state = torch.load(self.weights, map_location="cpu", weights_only=True)
+        self.learn.model.load_state_dict(state["model"])
+        if "opt" in state:
+            self.learn.opt.load_state_dict(state["opt"])
+        if "rng" in state:
+            set_rng_state(self.learn, state["rng"])
+        self.smooth_loss = state.get("smooth_loss")
+
+
+class ResumeSmoothLoss(Callback):
+    """Gives fastai's smoothed training loss (the history's ``train_loss``: an exponential
+    average over every batch of the stage, which fastai starts afresh with each fit) the value
+    and count an interrupted run had reached, so a resumed stage reports what the whole stage
+    would have.
+
+    Args:
+        saved: ``{"val": tensor, "count": int}`` from the stage's checkpoint.
+    """
+
+    order = 51  # after the Recorder's before_fit, which resets it
+
+    def __init__(self, saved: Mapping[str, Any]):
+        self.saved = saved
+
+    def before_fit(self) -> None:
+        smooth = self.learn.recorder.smooth_loss
+        smooth.val, smooth.count = self.saved["val"].clone(), int(self.saved["count"])
+
+
+def rng_state(learn: Learner) -> dict[str, Any]:
+    """Every random-number generator that feeds training, as plain data: Python's ``random``
+    (fastai's item transforms), NumPy's, PyTorch's CPU and CUDA generators (batch
+    augmentation, dropout, DataLoader workers' seeds) and each of the Learner's DataLoaders' own
+    shuffling generator."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loaders": [rng.getstate() if rng else None for rng in map(_shuffler, learn.dls.loaders)],
+    }
+
+
+def _shuffler(dl: Any) -> random.Random | None:
+    """A DataLoader's shuffling generator: fastai's own (``dl.rng``), or that of the loader a
+    ``DistributedDL`` wraps (each process shuffles alike and takes its share)."""
+    inner = vars(dl).get("dl")
+    found = vars(inner if inner is not None else dl).get("rng")
+    return found if isinstance(found, random.Random) else None
+
+
+def set_rng_state(learn: Learner, state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved (read back by ``torch.load``: tuples as lists)."""
+
+    def as_tuple(value: Any) -> Any:
+        return tuple(as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+    random.setstate(as_tuple(state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for dl, saved in zip(learn.dls.loaders, state["loaders"], strict=False):
+        rng = _shuffler(dl)
+        if rng is not None and saved is not None:
+            rng.setstate(as_tuple(saved))
 
 
 def plain_state(learn: Learner) -> dict[str, Any]:
@@ -213,6 +292,11 @@ def plain_state(learn: Learner) -> dict[str, Any]:
     state: dict[str, Any] = {"model": learn.model.state_dict()}
     if learn.opt is not None:
         state["opt"] = plain(learn.opt.state_dict())
+    state["rng"] = rng_state(learn)
+    recorder = getattr(learn, "recorder", None)
+    if recorder is not None:
+        smooth = recorder.smooth_loss
+        state["smooth_loss"] = {"val": smooth.val.detach().cpu(), "count": int(smooth.count)}
     return state
 
 

@@ -38,6 +38,7 @@ from lessons_lib.training.callbacks import (
     PooledScore,
     ResumableEarlyStopping,
     ResumeCheckpoint,
+    ResumeSmoothLoss,
     StageCheckpoint,
     StopOnNonFinite,
     save_checkpoint,
@@ -315,12 +316,15 @@ def fit_stage(
             if last_stage:
                 learn.opt.clear_state()  # loaded with the model: freed as after training
             return _stage_rows(history, stage)
+        checkpoint.resumed_after = [*state.get("resumed_after", []), start]
         if not rank_distrib():
             print(f"stage {stage!r}: resuming after epoch {start - 1} of {epochs} (earlier run)")
     history.forget(stage, start)
     history.epoch_offset = start
     best = state.get("best") if state is not None else None
     cbs: list = [StopOnNonFinite(stage, start, checkpoint)]
+    if start and checkpoint.smooth_loss is not None:
+        cbs.append(ResumeSmoothLoss(checkpoint.smooth_loss))
     trackers: list = []
     if monitor is not None:
         comp = np.less if "loss" in monitor else np.greater

@@ -548,6 +548,44 @@ def test_zip_bombs_are_refused(tmp_path: Path) -> None:
     assert dl.extract_zip(normal, into) == 3  # the same archive within the caps
 
 
+def test_an_archive_of_too_many_members_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Empty members pass every size and ratio check: their number is capped."""
+    monkeypatch.setattr(dl, "MAX_MEMBERS", 50)  # the rule, at a size a test can build
+    into = tmp_path / "into"
+    into.mkdir()
+    many = tmp_path / "many.zip"
+    many.write_bytes(_zip({f"x/{i}.txt": b"" for i in range(51)}))
+    with pytest.raises(DataError, match="it holds 51 members, more than the cap of 50"):
+        dl.extract_zip(many, into)
+    assert list(into.iterdir()) == []
+    for i in range(51):  # what an external tool (the RAR path) unpacked is counted too
+        (into / f"{i}.txt").write_bytes(b"")
+    with pytest.raises(DataError, match="it unpacked 51 members, more than the cap of 50"):
+        dl.check_tree(into)
+
+
+def test_a_folder_inside_an_isic_archive_is_refused(
+    tmp_path: Path, server: Server, monkeypatch, capsys
+) -> None:
+    """ISIC's archives hold files only; a junk folder would land inside the dataset."""
+    counts = {"valid": 2}
+    archives = isic_archives("isic2018", counts)
+    name = "ISIC2018_Task1-2_Validation_Input.zip"
+    with zipfile.ZipFile(io.BytesIO(archives[name])) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    folder = name.removesuffix(".zip")
+    archives[name] = _zip({**members, f"{folder}/junk/ISIC_9999999.jpg": _image(9)})
+    publish(monkeypatch, server, "isic2018", archives, counts)
+    root = tmp_path / "root"
+    args = ["data", "download", "isic2018", "--to", str(root), "--splits", "valid"]
+    assert main(args + ["--mirror", server.url()]) == 2
+    err = capsys.readouterr().err
+    assert f"its folder {folder} holds folder(s) junk; the published archive holds files" in err
+    assert not (root / folder).exists() and not list(root.glob(".unpacking-*"))
+
+
 def test_a_wrong_count_names_the_folder_and_installs_nothing(
     tmp_path: Path, server: Server, isic2018: dict[str, bytes], monkeypatch, capsys
 ) -> None:

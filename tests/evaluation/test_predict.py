@@ -316,9 +316,27 @@ def test_run_folder_errors(single_run, synthetic_root, tmp_path, capsys) -> None
 
     (run / PREDICTOR_FILE).write_text(json.dumps({**spec, "resize": "lanczos"}))
     assert "'resize'" in _error(capsys, *args)
+    for threshold in ("5", "NaN", "-0.1"):  # json.loads reads NaN as a float
+        text = json.dumps(spec).replace(
+            f'"threshold": {spec["threshold"]}', f'"threshold": {threshold}'
+        )
+        (run / PREDICTOR_FILE).write_text(text)
+        err = _error(capsys, *args)
+        assert "field 'threshold' must be a probability between 0 and 1" in err, threshold
 
     (run / PREDICTOR_FILE).write_text(json.dumps(spec))
-    (run / "models" / "train.pth").unlink()
+    weights = run / "models" / "train.pth"
+    saved = weights.read_bytes()
+    for content, says in [
+        (b"", "the weights file is empty"),
+        (b"hello, not weights\n", "not a PyTorch weights file (torch.load could not read it"),
+        (Path("/etc/passwd").read_bytes(), "not a PyTorch weights file"),
+    ]:
+        weights.write_bytes(content)
+        err = _error(capsys, *args)
+        assert says in err and str(weights) in err and "Traceback" not in err, says
+    weights.write_bytes(saved)
+    weights.unlink()
     err = _error(capsys, *args)
     assert "weights file not found" in err and str(run / "models" / "train.pth") in err
 

@@ -1,11 +1,16 @@
-"""A chapter run killed mid-stage (power cut, pre-empted GPU) and started again continues.
+"""A chapter run killed mid-stage (power cut, pre-empted GPU) and started again continues, and
+ends exactly where the uninterrupted run ends.
 
 Chapter 002 (two progressive-resizing sizes, a frozen and an unfrozen stage each) is run by
-papermill in a subprocess and killed with SIGKILL, kernel included, once its second stage has
-checkpointed an epoch; the same command again must finish the run from there: a complete
-``metrics.json``, each finished epoch once in the history, the killed run's rows unchanged. The
-``-p`` values (text, as papermill's command line passes them) override the smoke profile's and
-leave the others as they were.
+papermill in a subprocess at its defaults (the smoke profile) and killed with SIGKILL, kernel
+included, once its second stage has checkpointed an epoch; the same command again must finish
+the run from there: a complete ``metrics.json`` saying where it resumed, each finished epoch once
+in the history, the killed run's rows unchanged, and every number - the training history, each
+evaluation's scores and per-image CSV - equal to the last bit to the session's uninterrupted run
+of the same chapter at the same defaults (``chapter_runs``): the checkpoints keep every
+random-number generator that feeds training, so shuffling, augmentation and dropout go on as if
+nothing had happened. The ``-p`` values (text, as papermill's command line passes them) are the
+profile's own.
 """
 
 from __future__ import annotations
@@ -28,15 +33,9 @@ from lessons_lib.recipes import get_recipe
 pytestmark = pytest.mark.notebooks
 
 NOTEBOOK = REPO / "notebooks" / "002_resnet34_unet.ipynb"
-# The smoke profile with fewer epochs: 1 frozen + 2 unfrozen at 32 px, 1 at 64 px.
-PARAMS = {
-    "sizes": "[32, 64]",
-    "epochs": "[2, 1]",
-    "epochs_frozen": "[1, 0]",
-    "lr_find_iters": "0",
-    "seed": "3",
-}
-STAGES = {"32px_frozen": 1, "32px": 2, "64px": 1}
+# The smoke profile's own values, passed as papermill's command line passes them.
+PARAMS = {"sizes": "[32, 64]", "seed": "0"}
+STAGES = {"32px_frozen": 1, "32px": 3, "64px": 1}
 
 
 def papermill_command(out: Path, executed: Path) -> list[str]:
@@ -57,7 +56,9 @@ def kill_tree(process: subprocess.Popen) -> None:
     process.wait(timeout=60)
 
 
-def test_a_killed_chapter_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+def test_a_killed_chapter_run_resumes_where_it_stopped(
+    tmp_path: Path, chapter_runs: dict[str, Path]
+) -> None:
     out = tmp_path / "run"
     history = out / "history.csv"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -90,16 +91,16 @@ def test_a_killed_chapter_run_resumes_where_it_stopped(tmp_path: Path) -> None:
         "official_test",  # the synthetic data has a test split
     }
     assert record["details"]["resumed"] is True
+    done = state["epochs_done"]  # epochs of stage 32px the killed run checkpointed
+    assert record["details"]["resumed_from"] == {"32px": [done]}  # where it went on
     params, smoke = record["params"], get_recipe("002_resnet34_unet").profile("smoke")
-    assert (params["epochs"], params["epochs_frozen"]) == ([2, 1], [1, 0])
-    assert (params["lr_find_iters"], params["seed"], params["sizes"]) == (0, 3, [32, 64])
+    assert (params["seed"], params["sizes"]) == (0, [32, 64])
     assert params["batch_size"] == list(smoke.batch_size)  # not given: the profile's
-    assert params["n_valid"] == smoke.n_valid
+    assert (params["epochs"], params["epochs_frozen"]) == (list(smoke.epochs), [1, 0])
     final = pd.read_csv(history)
     assert not final.duplicated(["stage", "epoch"]).any()  # no finished epoch trained twice
     for stage, epochs in STAGES.items():
         assert list(final.loc[final["stage"] == stage, "epoch"]) == list(range(epochs)), stage
-    done = state["epochs_done"]  # epochs of stage 32px the killed run checkpointed
     before = killed_rows[(killed_rows["stage"] == "32px_frozen") | (killed_rows["epoch"] < done)]
     pd.testing.assert_frame_equal(final.iloc[: len(before)], before.reset_index(drop=True))
     log = (tmp_path / "resumed.ipynb").read_text()
@@ -107,3 +108,17 @@ def test_a_killed_chapter_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert "stage '32px_frozen': finished by an earlier run" in log
     assert f"stage '32px': resuming after epoch {done - 1} of {STAGES['32px']}" in log
     assert not list(out.rglob("*.resume.*"))  # a finished run keeps no resume checkpoints
+
+    # and nothing differs from the run that was never interrupted, to the last bit
+    (whole,) = [p.parent for p in chapter_runs["runs"].glob("002_resnet34_unet/*/metrics.json")]
+    pd.testing.assert_frame_equal(final, pd.read_csv(whole / "history.csv"), check_exact=True)
+    uninterrupted = json.loads((whole / "metrics.json").read_text())
+    assert {k: v for k, v in params.items() if k != "out_dir"} == {
+        k: v for k, v in uninterrupted["params"].items() if k != "out_dir"
+    }
+    assert [(r["name"], r["metrics"]) for r in record["results"]] == [
+        (r["name"], r["metrics"]) for r in uninterrupted["results"]
+    ]
+    for result in record["results"]:
+        csv = f"per_image_{result['name']}.csv"
+        assert (out / csv).read_bytes() == (whole / csv).read_bytes(), csv

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from fastai.callback.core import Callback
+from fastai.vision.augment import aug_transforms
 from helpers import ADAM
 from torch import nn
 
@@ -43,13 +44,19 @@ def pairs(synthetic_data):
 
 
 def small_net() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1))
+    """Dropout draws on PyTorch's generator: a resumed stage must draw the same masks."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.3), nn.Conv2d(8, 1, 1)
+    )
 
 
 def learner(pairs, out, loss=None):
+    """A fresh process's Learner: seeded, shuffled training batches, random flips and
+    rotations (Python's and PyTorch's generators) and dropout."""
     chapter.setup(0)
     train, valid = pairs
-    dls = segmentation_dls(train, valid, 32, 4, seed=0)
+    aug = aug_transforms(do_flip=True, flip_vert=True, max_rotate=20.0, max_zoom=1.0)
+    dls = segmentation_dls(train, valid, 32, 4, aug=aug, seed=0)
     return make_learner(dls, small_net(), loss or BCEWithLogits2d(), out, ADAM)
 
 
@@ -61,7 +68,9 @@ def history(out) -> pd.DataFrame:
 @pytest.mark.parametrize("order", [65, 80], ids=["before-checkpoint", "after-checkpoint"])
 def test_a_killed_stage_resumes_after_its_last_checkpointed_epoch(pairs, tmp_path, order, capsys):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    fit_stage(learner(pairs, whole), "s", 4, 1e-3, monitor="pooled_jaccard")
+    unbroken = learner(pairs, whole)
+    fit_stage(unbroken, "s", 4, 1e-3, monitor="pooled_jaccard")
+    whole_model = unbroken.model.state_dict()
 
     learn = learner(pairs, cut)
     learn.add_cb(KillAfter(1, order))
@@ -71,7 +80,7 @@ def test_a_killed_stage_resumes_after_its_last_checkpointed_epoch(pairs, tmp_pat
     state = json.loads((cut / "models" / "s.resume.json").read_text())
     assert state["epochs_done"] == (2 if order == 80 else 1) and not state["finished"]
     saved = torch.load(cut / "models" / "s.resume.pth", weights_only=True)
-    assert set(saved) == {"model", "opt"}  # the optimiser state is checkpointed with the model
+    assert set(saved) == {"model", "opt", "rng", "smooth_loss"}  # all the stage goes on from
 
     learn = learner(pairs, cut)  # a new process: fresh model, the same folder
     rows = fit_stage(learn, "s", 4, 1e-3, monitor="pooled_jaccard")
@@ -82,7 +91,12 @@ def test_a_killed_stage_resumes_after_its_last_checkpointed_epoch(pairs, tmp_pat
     pd.testing.assert_frame_equal(after.iloc[:kept], before.iloc[:kept])  # nothing rewritten
     # the learning-rate schedule continued where it was: the same rates as the unbroken run
     np.testing.assert_allclose(after["lr"], history(whole)["lr"], rtol=1e-9)
-    assert json.loads((cut / "models" / "s.resume.json").read_text())["finished"]
+    # and so did the shuffling, augmentation and dropout: every number of the unbroken run
+    pd.testing.assert_frame_equal(after, history(whole), check_exact=True)
+    for key, value in learn.model.state_dict().items():
+        assert torch.equal(value, whole_model[key]), key
+    state = json.loads((cut / "models" / "s.resume.json").read_text())
+    assert state["finished"] and state["resumed_after"] == [kept]  # where it went on
 
 
 def test_a_finished_stage_is_loaded_not_retrained(pairs, tmp_path, capsys):
