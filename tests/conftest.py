@@ -28,8 +28,8 @@ Other parameters, one run for each thing it shows:
 * tests/notebooks/test_laptop_profile.py: each chapter's ``laptop`` profile as a dry run on the
   real PH2 sample (5, skipped without the samples); chapter 002's also scores the HAM10000
   sample as its external dataset.
-* tests/notebooks/test_resume_chapter.py: chapter 002 killed mid-stage, then resumed (2); the
-  run also shows that papermill's ``-p`` values override the profile.
+* tests/notebooks/test_resume_chapter.py: chapter 002 at its defaults killed mid-stage, then
+  resumed (2); the result must equal ``chapter_runs``' uninterrupted run of 002 to the last bit.
 * tests/notebooks/test_distributed_chapter.py: chapter 003 on two processes (1).
 * tests/notebooks/test_000, _003, _004: one ablation run per chapter that flips all of its
   switches at once (3); 000's two wrong parameters stop the first code cell (1 short kernel).

@@ -9,7 +9,9 @@ A chapter run (:class:`lessons_lib.chapter.Run`) leaves ``metrics.json`` (a
   a :class:`RunWarning` that names them. :func:`filter_runs`, :func:`headline` and
   :func:`labels` select and name its rows.
 * :func:`leaderboard_table` and :func:`reported_table`: the book's tables (ours, and ours beside
-  the paper's reported numbers).
+  the paper's reported numbers); :func:`interval_table` and :func:`paired_table`: each mean with
+  its confidence interval, and every two evaluations on the same images compared image by image
+  (:mod:`lessons_lib.metrics.statistics`).
 * :func:`load_per_image`, :func:`paired_scores`, :func:`best_pair`: per-image scores, and two
   evaluations' scores on the images they share (for :func:`lessons_lib.viz.plot_pair`).
 * :func:`worst_table`: the worst images of each evaluation.
@@ -33,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from lessons_lib.metrics import METRIC_LABELS as LABELS
+from lessons_lib.metrics.statistics import bootstrap_ci, format_ci, paired_difference
 from lessons_lib.record import REPORTED_METRICS, RecordError, Result, RunRecord, comparison_rows
 
 METRICS = REPORTED_METRICS
@@ -94,7 +97,8 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         runs_dir: As :func:`read_records`.
 
     Returns:
-        Columns ``method`` (the result's ``method``, else the chapter), ``chapter, paper,
+        Columns ``method`` (the chapter, or the result's ``method`` prefixed with its chapter
+        unless it names it already), ``chapter, paper,
         dataset, evaluation, evaluated on, profile``, the :data:`METRICS`, ``n_images``,
         ``reported`` (the paper's numbers, a list of :class:`lessons_lib.reported.Reported`),
         ``scores`` (every score of the result, pooled ones included), ``n_parameters``,
@@ -108,7 +112,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         env = record.environment
         for result in record.results:
             row = {
-                "method": result.method or record.chapter,
+                "method": _method(record.chapter, result.method),
                 "chapter": record.chapter,
                 "paper": record.paper,
                 "dataset": record.dataset,
@@ -155,6 +159,14 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         "run",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _method(chapter: str, method: str | None) -> str:
+    """The leaderboard's name of a result's method: the chapter, or a variant named with its
+    chapter (``"000_lesionseg: opening none"``), so an ablation's row says whose it is."""
+    if not method:
+        return chapter
+    return method if method.startswith(chapter) else f"{chapter}: {method}"
 
 
 def filter_runs(runs: pd.DataFrame, **equal: Any) -> pd.DataFrame:
@@ -324,6 +336,86 @@ def best_pair(runs: pd.DataFrame, min_common: int = 2) -> tuple[int, int, int] |
             if n >= min_common and (best is None or n > best[2]):
                 best = (i, j, n)
     return best
+
+
+INTERVAL_METRICS = ("jaccard", "threshold_jaccard", "dice")
+"""The per-image means the leaderboard gives a confidence interval."""
+
+
+def interval_table(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Each evaluation's mean JA, thresholded JA and Dice with its 95% bootstrap confidence
+    interval (:func:`lessons_lib.metrics.statistics.bootstrap_ci`: the images resampled, 2000
+    times, percentile method), from its per-image CSV; best JA first within each dataset.
+
+    Columns ``method, dataset, evaluated on, profile, images`` and one ``<metric> [95% CI]``
+    per :data:`INTERVAL_METRICS` (as ``0.781 [0.765, 0.797]``). Rows whose CSV cannot be read
+    are left out (a :class:`RunWarning` names them).
+    """
+    rows = []
+    for _, row in runs.sort_values(["dataset", "jaccard"], ascending=[True, False]).iterrows():
+        frame = load_per_image(row)
+        if frame is None:
+            continue
+        shown = {
+            "method": row["method"],
+            "dataset": row["dataset"],
+            "evaluated on": row["evaluated on"],
+            "profile": row["profile"],
+            "images": len(frame),
+        }
+        for metric in INTERVAL_METRICS:
+            if metric in frame.columns:
+                value = format_ci(*bootstrap_ci(frame[metric], seed=seed))
+                shown[f"{LABELS.get(metric, metric)} [95% CI]"] = value
+        rows.append(shown)
+    columns = ["method", "dataset", "evaluated on", "profile", "images"]
+    columns += [f"{LABELS.get(m, m)} [95% CI]" for m in INTERVAL_METRICS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def paired_table(runs: pd.DataFrame, metric: str = "jaccard", seed: int = 0) -> pd.DataFrame:
+    """Every two evaluations scored on exactly the same images, compared image by image
+    (:func:`lessons_lib.metrics.statistics.paired_difference`): the mean of ``second - first``
+    with its 95% bootstrap interval, the Wilcoxon signed-rank p-value and the share of images
+    the second scores higher.
+
+    Two evaluations pair only when their runs used the same data (``data_identity``) and their
+    per-image CSVs list the same image ids: runs on different images are never paired.
+
+    Columns ``first, second, images, second - first [95% CI], Wilcoxon p, second better on``
+    (the evaluations named by :func:`labels`).
+    """
+    names = labels(runs)
+    loaded = []
+    for i, (_, row) in enumerate(runs.iterrows()):
+        frame = load_per_image(row)
+        if frame is not None and metric in frame.columns:
+            loaded.append((names.iloc[i], row["data"], frame[metric]))
+    rows = []
+    for x, (name_a, data_a, a) in enumerate(loaded):
+        for name_b, data_b, b in loaded[x + 1 :]:
+            if data_a != data_b or set(a.index) != set(b.index):
+                continue
+            d = paired_difference(a, b, seed=seed)
+            rows.append(
+                {
+                    "first": name_a,
+                    "second": name_b,
+                    "images": d.n,
+                    "second - first [95% CI]": format_ci(d.mean, d.low, d.high, sign=True),
+                    "Wilcoxon p": round(d.p_value, 4),
+                    "second better on": f"{d.better:.0%}",
+                }
+            )
+    columns = [
+        "first",
+        "second",
+        "images",
+        "second - first [95% CI]",
+        "Wilcoxon p",
+        "second better on",
+    ]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def worst_table(scores: Mapping[str, pd.DataFrame], k: int = 3, metric: str = "jaccard"):

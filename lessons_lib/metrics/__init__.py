@@ -4,8 +4,8 @@ Re-implements the rules of the ``isic-challenge-scoring`` package (ISIC 2016-201
 segmentation) without depending on it: a mask pixel is lesion when its 8-bit value is ``> 128``;
 each image gets accuracy, sensitivity, specificity, Dice, Jaccard and thresholded Jaccard (0
 below 0.65); the challenge score is the mean over images. :class:`SegmentationScorer` also
-reports the pooled (fastai-style) Jaccard and Dice, which weight images by lesion size, so a
-chapter never compares one kind of average with the other.
+reports every metric pooled over the set's pixels (fastai-style), which weights images by lesion
+size, so a chapter never compares one kind of average with the other.
 
 Layout, every public name re-exported here:
 
@@ -15,7 +15,9 @@ Layout, every public name re-exported here:
   too) and is re-exported here;
 * :mod:`~lessons_lib.metrics.scorer`: :class:`SegmentationScorer`;
 * :mod:`~lessons_lib.metrics.files`: :func:`load_mask_file`, ``score_dirs*`` and
-  :func:`main_score` (folders of mask files and the ``score`` command).
+  :func:`main_score` (folders of mask files and the ``score`` command);
+* :mod:`~lessons_lib.metrics.statistics`: :func:`bootstrap_ci` (a mean with its confidence
+  interval) and :func:`paired_difference` (two evaluations on the same images).
 """
 
 from __future__ import annotations
@@ -43,19 +45,29 @@ from lessons_lib.metrics.functional import (
     threshold_jaccard,
 )
 from lessons_lib.metrics.scorer import SegmentationScorer
+from lessons_lib.metrics.statistics import (
+    PairedDifference,
+    bootstrap_ci,
+    format_ci,
+    paired_difference,
+)
 
 __all__ = [
     "JACCARD_THRESHOLD",
     "METRIC_LABELS",
     "METRIC_NAMES",
+    "PairedDifference",
     "SegmentationScorer",
     "accuracy",
     "binarise",
+    "bootstrap_ci",
     "confusion",
     "dice",
+    "format_ci",
     "jaccard",
     "load_mask_file",
     "main_score",
+    "paired_difference",
     "score_dirs",
     "score_dirs_scorer",
     "score_dirs_summary",

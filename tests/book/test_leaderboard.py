@@ -17,6 +17,7 @@ from torch import nn
 from lessons_lib import metrics, viz
 from lessons_lib.book import leaderboard as lb
 from lessons_lib.cost import Stage, estimate_cost
+from lessons_lib.metrics.statistics import bootstrap_ci, format_ci, paired_difference
 from lessons_lib.record import REPORTED_METRICS, SCHEMA_VERSION, Result, RunRecord
 from lessons_lib.reported import NOT_STATED, ORIGINAL, Reported
 
@@ -299,7 +300,13 @@ def test_method_names(tmp_path: Path):
     write_run(tmp_path, "001_cdnn", method="CDNN-29")
     write_run(tmp_path, "002_unet")
     write_run(tmp_path, "data_and_metrics", method="otsu")
-    assert sorted(lb.collect_runs(tmp_path)["method"]) == ["002_unet", "CDNN-29", "otsu"]
+    write_run(tmp_path, "004_fcn", method="004_fcn (fusion=sum)")  # names its chapter already
+    assert sorted(lb.collect_runs(tmp_path)["method"]) == [
+        "001_cdnn: CDNN-29",  # an ablation's row says whose it is
+        "002_unet",
+        "004_fcn (fusion=sum)",
+        "data_and_metrics: otsu",
+    ]
 
 
 def test_labels_are_unique(tmp_path: Path):
@@ -457,3 +464,39 @@ def test_cost_table_skips_what_is_not_an_estimate(tmp_path: Path):
     assert str(run / "metrics.json") in str(caught[0].message)
     assert table.empty and "GPU hours" in table.columns
     assert lb.cost_table([]).empty
+
+
+def test_interval_table_gives_each_mean_its_bootstrap_interval(tmp_path: Path):
+    scores = {f"ISIC_{i:07d}": v for i, v in enumerate([0.9, 0.8, 0.3, 0.75, 0.6, 0.95])}
+    write_run(tmp_path, "001_cdnn", results={"test": scores})
+    table = lb.interval_table(lb.collect_runs(tmp_path))
+    row = table.iloc[0]
+    assert row["images"] == 6 and row["method"] == "001_cdnn"
+    assert row["JA [95% CI]"] == format_ci(*bootstrap_ci(list(scores.values())))
+    assert row["JA [95% CI]"].startswith("0.717 [")  # the mean, then its interval
+    assert {"thresholded JA [95% CI]", "Dice [95% CI]"} <= set(table.columns)
+
+
+def test_paired_table_pairs_only_evaluations_of_the_same_images(tmp_path: Path):
+    ids = [f"ISIC_{i:07d}" for i in range(8)]
+    a = dict(zip(ids, [0.9, 0.8, 0.3, 0.75, 0.6, 0.95, 0.5, 0.7], strict=True))
+    b = {k: min(1.0, v + 0.05) for k, v in a.items()}
+    write_run(tmp_path, "001_cdnn", "full", "isic2017", results={"test": a}, data_identity="i:1")
+    write_run(tmp_path, "003_sls", "full", "isic2017", results={"test": b}, data_identity="i:1")
+    # the same ids but other data (another copy of the dataset): never paired
+    write_run(tmp_path, "004_fcn", "full", "isic2017", results={"test": b}, data_identity="i:2")
+    # the same data but other images (a subset): not the same evaluation
+    subset = dict(list(b.items())[:5])
+    write_run(
+        tmp_path, "000_les", "full", "isic2017", results={"test": subset}, data_identity="i:1"
+    )
+    runs = lb.collect_runs(tmp_path)
+    table = lb.paired_table(runs)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert {row["first"].split(" |")[0], row["second"].split(" |")[0]} == {"001_cdnn", "003_sls"}
+    first = a if row["first"].startswith("001") else b
+    second = b if first is a else a
+    d = paired_difference(pd.Series(first), pd.Series(second))
+    assert row["images"] == 8 and row["Wilcoxon p"] == round(d.p_value, 4)
+    assert row["second - first [95% CI]"] == format_ci(d.mean, d.low, d.high, sign=True)
