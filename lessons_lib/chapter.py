@@ -776,11 +776,11 @@ class Run:
         resumes = [*self.out.glob("models/*.resume.*"), *self.out.glob("*/models/*.resume.*")]
         if self.resumed:  # where: each stage an interrupted run left unfinished, and after
             resumed_from = {}  # which of its epochs training went on
-            for path in resumes:
+            for path in (p for p in resumes if p.name.endswith(".resume.json")):
                 try:
                     after = json.loads(path.read_text()).get("resumed_after") or []
                 except (OSError, ValueError, AttributeError):
-                    continue  # the .pth, or an unreadable state: nothing to say
+                    continue  # an unreadable state: nothing to say
                 if after:
                     stage = path.relative_to(self.out).as_posix().removesuffix(".resume.json")
                     resumed_from[stage.replace("models/", "")] = after

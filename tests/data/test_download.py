@@ -170,6 +170,13 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def _with_member(archive: bytes, name: str, data: bytes) -> bytes:
+    """``archive`` (a zip's bytes) with one member more, as a tampered copy would hold it."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    return _zip({**members, name: data})
+
+
 def isic_archives(dataset: str, counts: dict[str, int]) -> dict[str, bytes]:
     """Archive file name -> bytes for ``dataset`` with ``counts[split]`` images per split."""
     out, n = {}, 0
@@ -512,9 +519,7 @@ def test_an_unsafe_served_archive_leaves_nothing_behind(
     counts = {"valid": 2}
     archives = isic_archives("isic2018", counts)
     name = "ISIC2018_Task1_Validation_GroundTruth.zip"
-    with zipfile.ZipFile(io.BytesIO(archives[name])) as zf:
-        members = {i.filename: zf.read(i) for i in zf.infolist()}
-    archives[name] = _zip({**members, "../evil.txt": b"evil"})
+    archives[name] = _with_member(archives[name], "../evil.txt", b"evil")
     publish(monkeypatch, server, "isic2018", archives, counts)
     root = tmp_path / "root"
     args = ["data", "download", "isic2018", "--to", str(root), "--splits", "valid"]
@@ -573,10 +578,8 @@ def test_a_folder_inside_an_isic_archive_is_refused(
     counts = {"valid": 2}
     archives = isic_archives("isic2018", counts)
     name = "ISIC2018_Task1-2_Validation_Input.zip"
-    with zipfile.ZipFile(io.BytesIO(archives[name])) as zf:
-        members = {i.filename: zf.read(i) for i in zf.infolist()}
     folder = name.removesuffix(".zip")
-    archives[name] = _zip({**members, f"{folder}/junk/ISIC_9999999.jpg": _image(9)})
+    archives[name] = _with_member(archives[name], f"{folder}/junk/ISIC_9999999.jpg", _image(9))
     publish(monkeypatch, server, "isic2018", archives, counts)
     root = tmp_path / "root"
     args = ["data", "download", "isic2018", "--to", str(root), "--splits", "valid"]
