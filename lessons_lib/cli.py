@@ -84,11 +84,17 @@ def _score(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from lessons_lib.evaluation.predict import predict_folder
 
-    written = predict_folder(
-        args.run_dir, args.images, args.out, args.zip, args.batch_size, args.device
+    result = predict_folder(
+        args.run_dir, args.images, args.out, args.zip, args.batch_size, args.device, args.skip_bad
     )
-    where = f" and packed them into {args.zip}" if args.zip is not None else ""
-    print(f"wrote {len(written)} masks to {args.out}{where}")
+    new = len(result.masks) - result.kept
+    kept = f"; kept the {result.kept} the previous run wrote" if result.kept else ""
+    where = f"; packed all {len(result.masks)} into {args.zip}" if args.zip is not None else ""
+    print(f"wrote {new} masks to {args.out}{kept}{where}")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} images that cannot be read:")
+        for err in result.skipped:
+            print("  " + str(err).replace("\n", "\n  "))
     return 0
 
 
@@ -178,6 +184,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--zip", type=Path, default=None, help="also pack the masks into this zip")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="predict the readable images and name the others (default: list every unreadable "
+        "image and predict nothing)",
+    )
     p.set_defaults(run=_predict)
     return top
 

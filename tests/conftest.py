@@ -75,6 +75,8 @@ from helpers import (  # noqa: E402
 )
 from PIL import Image  # noqa: E402
 
+from lessons_lib import hide_upstream_warnings  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(os.environ.get("LESSONS_SAMPLES", REPO.parent / "shared" / "data"))
 
@@ -228,6 +230,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TMPDIR"] = tempfile.tempdir = str(shared / "tmp")
     os.environ["LESSONS_TEST_SHARED"] = str(shared)
     os.environ["LESSONS_RUNS"] = str(shared / "nbval_runs")  # nbval's kernels inherit it
+    hide_upstream_warnings(os.environ)  # as the book build does for its kernels
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -39,6 +39,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lessons_lib import hide_upstream_warnings
 from lessons_lib.book.runs import (
     BOOK,
     BUILD_CMD,
@@ -166,6 +167,7 @@ def _substitute(app, docname: str, source: list[str]) -> None:
 
 def setup(app) -> dict[str, Any]:
     """Register the extension (``sphinx.extra_extensions: [lessons_lib.book]``)."""
+    hide_upstream_warnings(os.environ)  # the kernels that execute the pages inherit it
     app.add_config_value("lessons_executed_dir", "_executed", "env")
     app.add_config_value("lessons_read_last", ["notebooks/leaderboard"], "env")
     app.add_config_value("lessons_runs_dir", "", "env")

@@ -8,16 +8,18 @@ A chapter run (:class:`lessons_lib.chapter.Run`) leaves ``metrics.json`` (a
   wall time, parameter count and a settings summary; missing or corrupt files are skipped with
   a :class:`RunWarning` that names them. :func:`filter_runs`, :func:`headline` and
   :func:`labels` select and name its rows.
-* :func:`leaderboard_table` and :func:`reported_table`: the book's tables (ours, and ours beside
-  the paper's reported numbers); :func:`interval_table` and :func:`paired_table`: each mean with
-  its confidence interval, and every two evaluations on the same images compared image by image
+* :func:`by_kind` sets smoke runs apart from real-data runs; :func:`leaderboard_table`,
+  :func:`run_table` and :func:`reported_table`: the book's tables (our scores, each run's
+  measured cost and settings, ours beside the paper's reported numbers); :func:`interval_table`
+  and :func:`paired_table`: each mean (and the pooled JA) with its confidence interval, and
+  every two evaluations on the same images compared image by image
   (:mod:`lessons_lib.metrics.statistics`).
 * :func:`load_per_image`, :func:`paired_scores`, :func:`best_pair`: per-image scores, and two
   evaluations' scores on the images they share (for :func:`lessons_lib.viz.plot_pair`).
 * :func:`worst_table`: the worst images of each evaluation.
-* :func:`cost_table`: what a full run of each chapter costs: the estimate its runs recorded
-  (:mod:`lessons_lib.cost`, computed for the full profile on an assumed GPU) beside what full
-  runs on a GPU measured.
+* :func:`cost_table`: what a colab or full run of each chapter costs: the estimates its runs
+  recorded (:mod:`lessons_lib.cost`, each profile on the GPU it is sized for) beside what runs
+  of that profile on a GPU measured.
 
 Figures of these tables are :func:`lessons_lib.viz.plot_ja_distribution` and
 :func:`lessons_lib.viz.plot_pair`.
@@ -35,7 +37,13 @@ import numpy as np
 import pandas as pd
 
 from lessons_lib.metrics import METRIC_LABELS as LABELS
-from lessons_lib.metrics.statistics import bootstrap_ci, format_ci, paired_difference
+from lessons_lib.metrics.statistics import (
+    COUNTS,
+    bootstrap_ci,
+    format_ci,
+    paired_difference,
+    pooled_bootstrap_ci,
+)
 from lessons_lib.record import REPORTED_METRICS, RecordError, Result, RunRecord, comparison_rows
 
 METRICS = REPORTED_METRICS
@@ -102,7 +110,8 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         dataset, evaluation, evaluated on, profile``, the :data:`METRICS`, ``n_images``,
         ``reported`` (the paper's numbers, a list of :class:`lessons_lib.reported.Reported`),
         ``scores`` (every score of the result, pooled ones included), ``n_parameters``,
-        ``wall_time_s``, ``device``, ``finished``, ``settings`` (a summary of the parameters),
+        ``wall_time_s``, ``gpu_peak_memory_gb`` (``None`` on a CPU), ``device``,
+        ``finished``, ``settings`` (a summary of the parameters),
         ``data`` (the run's ``data_identity``), ``external`` (the dataset key of an external
         validation, :meth:`lessons_lib.chapter.Run.external_evaluation`; else ``None``) and
         ``run`` (the run folder).
@@ -129,6 +138,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
                 scores=dict(result.metrics),
                 n_parameters=np.nan if record.n_parameters is None else record.n_parameters,
                 wall_time_s=record.wall_time_s,
+                gpu_peak_memory_gb=record.gpu_peak_memory_gb,
                 device=env.get("gpu") or env.get("device"),
                 finished=record.finished,
                 settings=_settings(record.params),
@@ -151,6 +161,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         "scores",
         "n_parameters",
         "wall_time_s",
+        "gpu_peak_memory_gb",
         "device",
         "finished",
         "settings",
@@ -199,21 +210,49 @@ def labels(runs: pd.DataFrame) -> pd.Series:
     return base.where(~duplicated, base + number)
 
 
-def leaderboard_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The book's main table: our scores, best mean JA first, with cost and parameters.
+SMOKE = "smoke"
+"""The profile whose runs show that the code works, not how good a method is (synthetic data,
+a few CPU steps): the leaderboard shows them apart from real-data runs."""
 
-    An external validation (rows whose ``external`` names a dataset) is not a row of its own:
-    its mean JA stands in the column ``external JA`` of its run's other rows of the same method,
-    its dataset and image count in ``external data`` (both columns only when some run has one).
+
+def by_kind(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of real-data runs and those of smoke runs, apart, each with a heading.
+
+    Returns:
+        ``[(heading, rows), ...]``: real-data runs (every profile but :data:`SMOKE`) first, then
+        smoke runs; a kind without rows is left out.
+    """
+    smoke = runs["profile"] == SMOKE
+    kinds = [
+        ("Runs on real data", runs[~smoke]),
+        (
+            "Smoke runs (synthetic data, a few CPU steps: they show that the code works, "
+            "not how good a method is)",
+            runs[smoke],
+        ),
+    ]
+    return [(heading, rows) for heading, rows in kinds if not rows.empty]
+
+
+def _data(runs: pd.DataFrame) -> pd.Series:
+    """The data and profile of each row in one column: ``"ph2 (laptop)"``."""
+    return runs["dataset"].astype(str) + " (" + runs["profile"].astype(str) + ")"
+
+
+def leaderboard_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The book's main table: our scores, best mean JA first within each dataset.
+
+    Columns ``method, data`` (the dataset and, in brackets, the profile), ``evaluated on``, the
+    six metric means, ``images``. An external validation (rows whose ``external`` names a
+    dataset) is not a row of its own: its mean JA stands in the column ``external JA`` of its
+    run's other rows of the same method, its dataset and image count in ``external data`` (both
+    columns only when some run has one). What a run cost is :func:`run_table`'s.
     """
     external = runs["external"].notna() if "external" in runs else pd.Series(False, runs.index)
     outside, runs = runs[external], runs[~external]
-    table = runs.assign(
-        parameters=runs["n_parameters"].map(lambda n: "" if pd.isna(n) else f"{int(n):,}"),
-        run_time=runs["wall_time_s"].map(_duration),
-    )
+    table = runs.assign(data=_data(runs))
     table = table.sort_values(["dataset", "jaccard"], ascending=[True, False])
-    columns = ["method", "dataset", "evaluated on", "profile", *METRICS, "n_images"]
+    columns = ["method", "data", "evaluated on", *METRICS, "n_images"]
     extra = []
     if not outside.empty:
         found = {
@@ -224,10 +263,35 @@ def leaderboard_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         table["external JA"] = [found.get(k, (np.nan, ""))[0] for k in keys]
         table["external data"] = [found.get(k, (np.nan, ""))[1] for k in keys]
         extra = ["external JA", "external data"]
-    table = table[[*columns, *extra, "parameters", "run_time"]].rename(
-        columns={**LABELS, "n_images": "images", "run_time": "run time"}
-    )
+    table = table[[*columns, *extra]].rename(columns={**LABELS, "n_images": "images"})
     return table.round(digits).reset_index(drop=True)
+
+
+def run_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: how it was made and what it cost, measured.
+
+    Columns ``method`` (the chapter), ``data`` (dataset and profile), ``device``, ``parameters``
+    (the network's trainable parameters), ``run time`` (wall time: data preparation, training,
+    evaluation and figures), ``GPU memory`` (peak, measured; empty on a CPU), ``finished`` and
+    ``settings`` (every parameter but paths). The estimate of what a GPU run costs, beside what
+    GPU runs measured, is :func:`cost_table`'s.
+    """
+    first = runs.drop_duplicates("run")
+    table = pd.DataFrame(
+        {
+            "method": first["chapter"],
+            "data": _data(first),
+            "device": first["device"].fillna(""),
+            "parameters": first["n_parameters"].map(lambda n: "" if pd.isna(n) else f"{int(n):,}"),
+            "run time": first["wall_time_s"].map(_duration),
+            "GPU memory": first["gpu_peak_memory_gb"].map(
+                lambda g: "" if g is None or pd.isna(g) else f"{g:.1f} GB"
+            ),
+            "finished": first["finished"],
+            "settings": first["settings"],
+        }
+    )
+    return table.reset_index(drop=True)
 
 
 def reported_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -343,33 +407,39 @@ INTERVAL_METRICS = ("jaccard", "threshold_jaccard", "dice")
 
 
 def interval_table(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Each evaluation's mean JA, thresholded JA and Dice with its 95% bootstrap confidence
-    interval (:func:`lessons_lib.metrics.statistics.bootstrap_ci`: the images resampled, 2000
-    times, percentile method), from its per-image CSV; best JA first within each dataset.
+    """Each evaluation's mean JA, thresholded JA and Dice, and its pooled JA, each with its 95%
+    bootstrap confidence interval (the images resampled, 2000 times, percentile method:
+    :func:`lessons_lib.metrics.statistics.bootstrap_ci` for the means,
+    :func:`~lessons_lib.metrics.statistics.pooled_bootstrap_ci` for the pooled score, which
+    resamples each image's confusion counts), from its per-image CSV; best JA first within
+    each dataset.
 
-    Columns ``method, dataset, evaluated on, profile, images`` and one ``<metric> [95% CI]``
-    per :data:`INTERVAL_METRICS` (as ``0.781 [0.765, 0.797]``). Rows whose CSV cannot be read
-    are left out (a :class:`RunWarning` names them).
+    Columns ``method, data, evaluated on, images``, one ``<metric> [95% CI]`` per
+    :data:`INTERVAL_METRICS` (as ``0.781 [0.765, 0.797]``) and ``pooled JA [95% CI]`` (empty
+    for a CSV without the counts ``tp fp tn fn``, written before they were). Rows whose CSV
+    cannot be read are left out (a :class:`RunWarning` names them).
     """
+    pooled = f"pooled {LABELS['jaccard']} [95% CI]"
+    columns = ["method", "data", "evaluated on", "images"]
+    columns += [f"{LABELS.get(m, m)} [95% CI]" for m in INTERVAL_METRICS] + [pooled]
     rows = []
     for _, row in runs.sort_values(["dataset", "jaccard"], ascending=[True, False]).iterrows():
         frame = load_per_image(row)
         if frame is None:
             continue
-        shown = {
+        shown = dict.fromkeys(columns, "") | {
             "method": row["method"],
-            "dataset": row["dataset"],
+            "data": f"{row['dataset']} ({row['profile']})",
             "evaluated on": row["evaluated on"],
-            "profile": row["profile"],
             "images": len(frame),
         }
         for metric in INTERVAL_METRICS:
             if metric in frame.columns:
                 value = format_ci(*bootstrap_ci(frame[metric], seed=seed))
                 shown[f"{LABELS.get(metric, metric)} [95% CI]"] = value
+        if set(COUNTS) <= set(frame.columns):
+            shown[pooled] = format_ci(*pooled_bootstrap_ci(frame, "jaccard", seed=seed))
         rows.append(shown)
-    columns = ["method", "dataset", "evaluated on", "profile", "images"]
-    columns += [f"{LABELS.get(m, m)} [95% CI]" for m in INTERVAL_METRICS]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -434,9 +504,23 @@ def worst_table(scores: Mapping[str, pd.DataFrame], k: int = 3, metric: str = "j
     return pd.DataFrame(rows)
 
 
-COST_KEY = "cost_estimate"
-"""The ``details`` entry of ``metrics.json`` holding a chapter's
-:meth:`lessons_lib.cost.CostEstimate.as_dict` (``run.finish(..., cost_estimate=...)``)."""
+COST_KEY = "cost_estimates"
+"""The ``details`` entry of ``metrics.json`` holding a chapter's cost estimates, one per GPU
+profile: ``{"full": ..., "colab": ...}``, each a :meth:`lessons_lib.cost.CostEstimate.as_dict`
+(``run.finish(..., cost_estimates=...)``). A record written before there were two has the full
+profile's alone, under ``cost_estimate``."""
+
+GPU_PROFILES = ("colab", "full")
+"""The profiles a chapter estimates the cost of, each on its own GPU
+(:func:`lessons_lib.recipes.profile_gpu`): Colab's T4, and the paper's settings on an A100."""
+
+
+def _estimates(details: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's estimates by profile (the older single ``cost_estimate`` is the full one)."""
+    if COST_KEY in details:
+        found = details[COST_KEY]
+        return dict(found) if isinstance(found, Mapping) else {"?": found}
+    return {"full": details["cost_estimate"]} if "cost_estimate" in details else {}
 
 
 def _cost_row(estimate: Mapping[str, Any]) -> dict[str, Any]:
@@ -448,7 +532,6 @@ def _cost_row(estimate: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "parameters": f"{int(estimate['parameters']):,}",
         "input": "x".join(str(int(side)) for side in largest["input"]),
-        "GFLOP/image forward": float(largest["gflop_forward"]),
         "GFLOP/image train": float(largest["gflop_train"]),
         "images trained": int(total["images_trained"]),
         "GPU hours": float(total["gpu_hours"]),
@@ -459,43 +542,49 @@ def _cost_row(estimate: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def cost_table(records: Sequence[tuple[Path, RunRecord]], digits: int = 2) -> pd.DataFrame:
-    """What a full run of each chapter costs: estimated, and measured where a GPU ran it.
+    """What a run of each chapter on a GPU costs, estimated, and measured where one ran.
 
-    A chapter computes the cost of its *full* profile on an assumed GPU, whatever the profile
-    it runs (parameters, FLOPs per image at the paper's resolution, GPU hours at a stated share
-    of the peak, peak memory; :func:`lessons_lib.cost.estimate_cost`), and records it in
-    ``metrics.json`` (``details["cost_estimate"]``). Nothing is timed here.
+    A chapter computes the cost of its ``colab`` and ``full`` profiles, each on the GPU it is
+    sized for (:data:`GPU_PROFILES`), whatever profile it runs (parameters, FLOPs per image at
+    the largest training input, GPU hours at a stated share of the peak, peak memory;
+    :func:`lessons_lib.cost.estimate_cost`), and records them in ``metrics.json``
+    (``details["cost_estimates"]``). Nothing is timed here; beside each estimate stands what
+    the chapter's latest run of that profile on a GPU measured.
 
     Args:
         records: From :func:`read_records`.
         digits: Decimals of the FLOPs, hours and memory.
 
     Returns:
-        One row per chapter that recorded an estimate (index ``chapter``; the latest finished
-        run's estimate): ``parameters``, ``input`` (the largest training input),
-        ``GFLOP/image forward`` and ``GFLOP/image train`` (forward and backward) at that input,
-        ``images trained``, ``GPU hours``, ``peak memory GB``, ``fits`` and ``assumed GPU``;
-        then the chapter's latest full run on a GPU: ``measured hours`` (its wall time, data
-        preparation and evaluation included), ``measured peak memory GB`` and ``measured on``
-        (empty without one). An estimate that is not a cost estimate is skipped with a
-        :class:`RunWarning` naming the file.
+        One row per chapter and profile with an estimate (index ``chapter, profile``; the
+        latest finished run's estimates): ``parameters``, ``input`` (the largest training
+        input), ``GFLOP/image train`` (forward and backward) at that input, ``images
+        trained``, ``GPU hours``, ``peak memory GB``, ``fits`` and ``assumed GPU``; then that
+        profile's latest run on a GPU: ``measured hours`` (its wall time, data preparation and
+        evaluation included), ``measured peak memory GB`` and ``measured on`` (empty without
+        one). An estimate that is not a cost estimate is skipped with a :class:`RunWarning`
+        naming the file.
     """
-    estimates: dict[str, tuple[str, dict[str, Any]]] = {}
-    measured: dict[str, tuple[str, dict[str, Any]]] = {}
+    estimates: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    measured: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
     for path, record in records:
         chapter, finished = record.chapter, record.finished
-        if COST_KEY in record.details:
+        for profile, estimate in _estimates(record.details).items():
             try:
-                row = _cost_row(record.details[COST_KEY])
+                if profile not in GPU_PROFILES:
+                    raise KeyError(profile)
+                row = _cost_row(estimate)
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 _warn(path, f"details['{COST_KEY}'] is not a cost estimate ({exc!r})")
-            else:
-                if chapter not in estimates or finished >= estimates[chapter][0]:
-                    estimates[chapter] = (finished, row)
-        if record.profile == "full" and record.gpu_peak_memory_gb is not None:
-            if chapter not in measured or finished >= measured[chapter][0]:
+                continue
+            key = (chapter, profile)
+            if key not in estimates or finished >= estimates[key][0]:
+                estimates[key] = (finished, row)
+        key = (chapter, record.profile)
+        if record.profile in GPU_PROFILES and record.gpu_peak_memory_gb is not None:
+            if key not in measured or finished >= measured[key][0]:
                 env = record.environment
-                measured[chapter] = (
+                measured[key] = (
                     finished,
                     {
                         "measured hours": record.wall_time_s / 3600,
@@ -506,7 +595,6 @@ def cost_table(records: Sequence[tuple[Path, RunRecord]], digits: int = 2) -> pd
     columns = [
         "parameters",
         "input",
-        "GFLOP/image forward",
         "GFLOP/image train",
         "images trained",
         "GPU hours",
@@ -517,11 +605,9 @@ def cost_table(records: Sequence[tuple[Path, RunRecord]], digits: int = 2) -> pd
         "measured peak memory GB",
         "measured on",
     ]
-    rows = {
-        chapter: {**row, **measured.get(chapter, (None, {}))[1]}
-        for chapter, (_, row) in sorted(estimates.items())
-    }
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
-    table.index.name = "chapter"
-    table["measured on"] = table["measured on"].fillna("")
+    rows = {key: {**row, **measured.get(key, (None, {}))[1]} for key, (_, row) in estimates.items()}
+    index = pd.MultiIndex.from_tuples(sorted(rows) or [("", "")], names=["chapter", "profile"])
+    index = index[: len(rows)]
+    table = pd.DataFrame([rows[key] for key in index], index=index, columns=columns)
+    table["measured on"] = table["measured on"].astype(object).fillna("")
     return table.round(digits)

@@ -57,7 +57,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
@@ -931,12 +931,149 @@ def _limit_file_size() -> None:  # pragma: no cover - runs in the child process
     resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_TOOL_FILE_BYTES, MAX_TOOL_FILE_BYTES))
 
 
+class ListedMember(NamedTuple):
+    """One member of an archive as an external tool lists it."""
+
+    name: str
+    size: int
+    kind: str  # "file", "folder" or what else the tool says (a link, a device ...)
+
+
+def _list_command(name: str, path: str, archive: Path) -> list[str]:
+    if name == "unrar":
+        return [path, "lt", "-idc", str(archive)]  # technical listing, no copyright banner
+    if name == "bsdtar":
+        return [path, "-t", "-v", "-f", str(archive)]
+    return [path, "l", "-slt", "-ba", str(archive)]  # 7z, 7zz, 7za: one "Key = value" block each
+
+
+def _parse_listing(name: str, text: str) -> list[ListedMember]:
+    """The members of a tool's listing (:func:`_list_command`): ``ValueError`` on a line it
+    cannot read."""
+    members = []
+    if name == "bsdtar":  # ls -l style: mode links uid gid size month day year|time name
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            fields = line.split(None, 8)
+            mode, size, member = fields[0], int(fields[4]), fields[8]
+            kind = {"-": "file", "d": "folder"}.get(mode[0], f"link or special file ({mode})")
+            if kind != "file" and " -> " in member:
+                member = member.split(" -> ")[0]
+            members.append(ListedMember(member, size, kind))
+        return members
+    blocks: list[dict[str, str]] = [{}]
+    sep = ":" if name == "unrar" else "="  # unrar's "Name: x", 7z's "Path = x"
+    for line in text.splitlines():
+        if not line.strip():
+            blocks.append({})
+        elif sep in line:
+            k, v = line.split(sep, 1)
+            blocks[-1].setdefault(k.strip(), v.strip())
+    for b in blocks:
+        if name == "unrar":
+            if "Name" not in b:
+                continue  # the archive's own header block
+            kind = {"File": "file", "Directory": "folder"}.get(b.get("Type", ""), b.get("Type"))
+            members.append(ListedMember(b["Name"], int(b.get("Size") or 0), str(kind)))
+            continue
+        if "Path" not in b:
+            continue
+        kind = "folder" if b.get("Folder") == "+" else "file"
+        mode = b.get("Mode") or b.get("Attributes", "").split(" ")[-1]
+        if mode[:1] in ("l", "c", "b", "p", "s") or b.get("Symbolic Link") or b.get("Hard Link"):
+            kind = f"link or special file ({mode or 'linked'})"
+        members.append(ListedMember(b["Path"], int(b.get("Size") or 0), kind))
+    return members
+
+
+def list_with_tool(tool: tuple[str, str], archive: Path | str) -> list[ListedMember]:
+    """The members of ``archive`` as the external tool lists them, nothing unpacked.
+
+    Raises:
+        DataError: the tool failed, or printed a listing this function cannot read.
+    """
+    archive = Path(archive)
+    name, path = tool
+    done = _run_tool(name, _list_command(name, path, archive), archive, archive.parent)
+    try:
+        return _parse_listing(name, done.stdout)
+    except (ValueError, IndexError) as err:
+        raise DataError(
+            f"cannot read {name}'s listing of this archive ({err})",
+            archive,
+            "try another tool: " + RAR_TOOL_HELP,
+        ) from None
+
+
+def check_listing(
+    members: Sequence[ListedMember], archive: Path | str, max_bytes: int | None = None
+) -> int:
+    """The rules :func:`check_zip` applies, on an external tool's listing, before it unpacks:
+    at most :data:`MAX_MEMBERS` members, regular files and folders only, no absolute path or
+    ``..``, at most ``max_bytes`` in all.
+
+    Returns:
+        The total size the listing declares, in bytes (for the free-space check).
+
+    Raises:
+        DataError: a rule broken (the archive and the member named).
+    """
+    archive = Path(archive)
+    max_bytes = MAX_UNPACKED_BYTES if max_bytes is None else max_bytes
+    if len(members) > MAX_MEMBERS:
+        raise _refuse(archive, _too_many(len(members)))
+    total = 0
+    for m in members:
+        parts = _SEPARATORS.split(m.name)
+        if m.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", m.name) or ".." in parts:
+            raise _refuse(archive, f"member {m.name!r} lands outside the target")
+        if m.kind not in ("file", "folder"):
+            raise _refuse(archive, f"member {m.name!r} is not a file or a folder ({m.kind})")
+        total += m.size
+    if total > max_bytes:
+        raise _refuse(
+            archive, f"its listing declares {human_size(total)}, over {human_size(max_bytes)}"
+        )
+    return total
+
+
+def _run_tool(
+    name: str, command: list[str], archive: Path, cwd: Path, limit: bool = False
+) -> subprocess.CompletedProcess:
+    """Run an archive tool; a failure is a :class:`DataError` quoting what it said."""
+    try:
+        done = subprocess.run(
+            command,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_limit_file_size if limit and resource is not None else None,
+        )
+    except OSError as err:
+        raise DataError(f"could not run {name} ({err})", archive, RAR_TOOL_HELP) from None
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
+        raise DataError(
+            f"{name} could not read this archive (exit status {done.returncode}: "
+            f"{' / '.join(said) or 'no message'})",
+            archive,
+            "if the archive is damaged, delete it and rerun; otherwise try another tool: "
+            + RAR_TOOL_HELP,
+        )
+    return done
+
+
 def extract_with_tool(
     tool: tuple[str, str], archive: Path | str, into: Path | str, max_bytes: int | None = None
 ) -> None:
-    """Unpack ``archive`` (a RAR) into the empty folder ``into`` with an external tool, then
-    check what landed (:func:`check_tree`). Each file the tool writes is capped at
-    :data:`MAX_TOOL_FILE_BYTES` (POSIX).
+    """Unpack ``archive`` (a RAR) into the empty folder ``into`` with an external tool, as
+    safely as a zip (:func:`extract_zip`): the tool lists the archive first and the listing is
+    checked (:func:`check_listing`) and the free space too, before anything is unpacked; each
+    file the tool then writes is capped at :data:`MAX_TOOL_FILE_BYTES` (POSIX), and what landed
+    is checked again (:func:`check_tree`).
 
     Args:
         tool: ``(name, path)`` from :func:`find_rar_tool`.
@@ -945,32 +1082,14 @@ def extract_with_tool(
         max_bytes: Cap on the total unpacked size.
 
     Raises:
-        DataError: the tool failed (its message is quoted), or what it wrote is unsafe.
+        DataError: the tool failed (its message is quoted), the listing breaks a rule, the disk
+            is too small, or what it wrote is unsafe.
     """
     archive, into = Path(archive), Path(into)
     name, path = tool
-    command = _tool_command(name, path, archive, into)
-    try:
-        done = subprocess.run(
-            command,
-            cwd=into,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_limit_file_size if resource is not None else None,
-        )
-    except OSError as err:
-        raise DataError(f"could not run {name} ({err})", archive, RAR_TOOL_HELP) from None
-    if done.returncode != 0:
-        said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
-        raise DataError(
-            f"{name} could not unpack this archive (exit status {done.returncode}: "
-            f"{' / '.join(said) or 'no message'})",
-            archive,
-            "if the archive is damaged, delete it and rerun; otherwise try another tool: "
-            + RAR_TOOL_HELP,
-        )
+    total = check_listing(list_with_tool(tool, archive), archive, max_bytes)
+    _free_space_check(into, total, f"unpacking {archive.name}")
+    _run_tool(name, _tool_command(name, path, archive, into), archive, into, limit=True)
     check_tree(into, max_bytes, archive)
 
 

@@ -100,9 +100,11 @@ def to_rgb(im: Image.Image, path: Path) -> Image.Image:
     raise DataError(
         f"image has colour mode {im.mode!r}; the course reads RGB dermoscopy images",
         path,
-        'convert it to sRGB, e.g. `python -c "from PIL import Image; '
-        f"Image.open('{path.name}').convert('RGB').save('{path.stem}.png')\"` "
-        "(check the colours) or with ImageMagick `convert in -colorspace sRGB out.png`",
+        "convert it to sRGB into another folder and use that copy instead of this file (a "
+        "converted copy beside it would give two images one name), e.g. `mkdir -p srgb && "
+        'python -c "from PIL import Image; '
+        f"Image.open('{path.name}').convert('RGB').save('srgb/{path.stem}.png')\"` "
+        "(check the colours) or ImageMagick's `convert in -colorspace sRGB srgb/out.png`",
     )
 
 

@@ -156,7 +156,8 @@ def evaluate(
             cut at 0.5).
 
     Returns:
-        ``(per_image, summary, small)``: per-image scores, their summary (means, pooled
+        ``(per_image, summary, small)``: per-image scores (and each image's confusion counts,
+        ``tp fp tn fn``), their summary (means, pooled
         scores, ``n_images``), and each image's probability (the ensemble's average) as a
         small ``float16`` thumbnail (for figures; see :func:`thumbnail`).
     """
@@ -216,4 +217,4 @@ def score_at_original(
                 Path(save_dir) / f"{entry['id']}_segmentation.png",
                 lambda p, img=img: img.save(p, format="PNG"),
             )
-    return scorer.per_image(), scorer.summary(), small
+    return scorer.per_image(counts=True), scorer.summary(), small

@@ -596,6 +596,7 @@ def predict_probs(
     spec: Mapping[str, Any] | None = None,
     batch_size: int = 8,
     device: torch.device | str | None = None,
+    models: list[tuple[nn.Module, str]] | None = None,
 ) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
     """Yield each image's lesion probability at the network's input size, as the run's chapter
     predicts it (steps 1-3 of the module's list; an ensemble's average).
@@ -606,13 +607,15 @@ def predict_probs(
         spec: The run's spec (default: read from ``run_dir``).
         batch_size: Images per forward pass.
         device: Default ``cuda`` if available, else ``cpu``.
+        models: The run's networks, already loaded on ``device`` (:func:`load_models`);
+            default: loaded here.
 
     Yields:
         ``(image path, float32 (h, w) probability, (width, height) of the original)``.
     """
     spec = read_predictor(run_dir) if spec is None else spec
     device = _device(device)
-    models = load_models(run_dir, spec, device)
+    models = load_models(run_dir, spec, device) if models is None else models
     items, batch_tfms = _pipelines(spec, device)
     for start in range(0, len(images), batch_size):
         chunk = list(images[start : start + batch_size])
@@ -658,6 +661,7 @@ def predict_images(
     spec: Mapping[str, Any] | None = None,
     batch_size: int = 8,
     device: torch.device | str | None = None,
+    models: list[tuple[nn.Module, str]] | None = None,
 ) -> Iterator[tuple[Path, np.ndarray]]:
     """Yield each image's mask at its original size, predicted as the run's chapter predicts:
     :func:`predict_probs` (same arguments), then :func:`spec_to_original`.
@@ -667,7 +671,7 @@ def predict_images(
     """
     spec = read_predictor(run_dir) if spec is None else spec
     to_original = spec_to_original(spec)
-    for path, prob, size in predict_probs(run_dir, images, spec, batch_size, device):
+    for path, prob, size in predict_probs(run_dir, images, spec, batch_size, device, models):
         yield path, to_original(prob, size)
 
 
@@ -687,6 +691,39 @@ def write_zip(zip_path: Path | str, files: Sequence[Path]) -> Path:
     return write_with(zip_path, save)
 
 
+PREDICT_STATE = ".predict.json"
+"""What :func:`predict_folder` records in ``--out``: the run and predictor its masks come from, so
+that a rerun into the same folder continues (and one with another run is refused)."""
+
+
+def check_images(images: Sequence[Path], prepare_size: int) -> list[DataError]:
+    """Every problem of ``images`` in one pass, as ``data check`` lists a dataset's: each image
+    is opened and decoded as prediction will (:func:`prepared_image`'s decoding and RGB rules).
+
+    Returns:
+        One :class:`DataError` per unreadable image (each names its file and the fix), in
+        image order; empty when every image can be predicted.
+    """
+    problems = []
+    for path in images:
+        try:
+            im = open_image(path)
+            resize_image(im, path, working_size(*im.size, prepare_size))
+        except DataError as err:
+            problems.append(err)
+    return problems
+
+
+def _state(run_dir: Path) -> dict[str, Any]:
+    """The identity of a run's predictions: its folder, its predictor and its weights' files."""
+    spec = read_predictor(run_dir)
+    weights = {}
+    for entry in spec["models"]:
+        stat = (run_dir / entry["weights"]).stat()
+        weights[entry["weights"]] = [stat.st_size, stat.st_mtime_ns]
+    return {"run": str(run_dir.resolve()), "predictor": spec, "weights": weights}
+
+
 def predict_folder(
     run_dir: Path | str,
     images_dir: Path | str,
@@ -694,12 +731,19 @@ def predict_folder(
     zip_path: Path | str | None = None,
     batch_size: int = 8,
     device: torch.device | str | None = None,
-) -> list[Path]:
+    skip_bad: bool = False,
+) -> PredictResult:
     """Predict every image of a folder; write ``<stem>_segmentation.png`` masks (and a zip).
 
     Masks are 8-bit greyscale PNGs, 0 and 255, at each image's size. Images are the folder's
     image files (:func:`lessons_lib.data.layouts.list_images`: superpixel maps, masks and hidden
     files are skipped). Every file is written atomically.
+
+    Before any prediction every image is checked (:func:`check_images`): all problems are
+    listed in one error, or, with ``skip_bad``, the bad images are left out and named in the
+    result. A rerun into the same ``out_dir`` continues: masks a previous run of the same run
+    folder and weights wrote (``out_dir/.predict.json`` records which) are kept, not predicted
+    again; masks of another run there are refused.
 
     Args:
         run_dir: A chapter's run folder holding ``predictor.json``.
@@ -708,16 +752,22 @@ def predict_folder(
         zip_path: If given, the masks are also packed into this zip, flat.
         batch_size: Images per forward pass.
         device: Default ``cuda`` if available, else ``cpu``.
+        skip_bad: Predict the images that can be read and name the others, instead of
+            stopping before any prediction.
 
     Returns:
-        The mask files written, in image order.
+        A :class:`PredictResult`: the mask files (in image order; those kept from a previous
+        run included), how many were kept, and the skipped images with their problems.
 
     Raises:
         DataError: a bad run folder or spec, a missing or refused weights file, an images
-            folder without images, two images with one stem, or an unreadable image (named).
+            folder without images, two images with one stem, unreadable images (all named,
+            unless ``skip_bad``), or an ``out_dir`` holding another run's masks.
     """
-    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    run_dir, images_dir, out_dir = Path(run_dir), Path(images_dir), Path(out_dir)
     spec = read_predictor(run_dir)  # first: a bad run folder is the likelier mistake
+    device = _device(device)
+    models = load_models(run_dir, spec, device)  # a bad weights file, before any image
     if not images_dir.is_dir():
         raise DataError("images folder not found", images_dir, "pass a folder of images")
     images = list_images(images_dir)
@@ -736,11 +786,60 @@ def predict_folder(
                 images_dir,
                 "keep one image per name stem",
             )
-    written = []
-    for path, mask in predict_images(run_dir, images, spec, batch_size, device):
+    problems = check_images(images, spec["prepare_size"])
+    if problems and not skip_bad:
+        listed = "\n".join(f"  {err}".replace("\n", "\n  ") for err in problems)
+        raise DataError(
+            f"{len(problems)} of {len(images)} images cannot be read; nothing was predicted:\n"
+            f"{listed}",
+            images_dir,
+            "fix or remove them (each has its fix above), or pass --skip-bad to predict the others",
+        )
+    bad = {err.path for err in problems}
+    images = [image for image in images if image not in bad]
+    state = json.loads(json.dumps(jsonable(_state(run_dir))))  # as the file will read back
+    state_file = out_dir / PREDICT_STATE
+    done: set[Path] = set()
+    if state_file.is_file():
+        try:
+            before = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            before = None
+        if before != state:
+            raise DataError(
+                "this folder holds masks predicted with another run folder or other weights",
+                out_dir,
+                "pass another --out, or delete this folder to predict again",
+            )
+        done = {out_dir / mask_name(image) for image in images}
+        done = {path for path in done if path.is_file()}
+    elif out_dir.is_dir() and any(out_dir.glob("*_segmentation.png")):
+        raise DataError(
+            "this folder already holds masks that predict did not record",
+            out_dir,
+            "pass an empty or new --out folder",
+        )
+    write_json(state_file, state)
+    todo = [image for image in images if out_dir / mask_name(image) not in done]
+    for path, mask in predict_images(run_dir, todo, spec, batch_size, device, models):
         png = Image.fromarray(mask.astype(np.uint8) * 255)
-        dest = out_dir / mask_name(path)
-        written.append(write_with(dest, lambda p, png=png: png.save(p, format="PNG")))
+        write_with(out_dir / mask_name(path), lambda p, png=png: png.save(p, format="PNG"))
+    written = [out_dir / mask_name(image) for image in images]
     if zip_path is not None:
         write_zip(zip_path, written)
-    return written
+    return PredictResult(written, len(images) - len(todo), problems)
+
+
+class PredictResult(NamedTuple):
+    """What :func:`predict_folder` did.
+
+    Args:
+        masks: Every mask file of the predicted images, in image order.
+        kept: How many of them a previous run into the same folder had written.
+        skipped: The images left out (``skip_bad``), one :class:`DataError` each, naming the
+            file and its fix.
+    """
+
+    masks: list[Path]
+    kept: int
+    skipped: list[DataError]

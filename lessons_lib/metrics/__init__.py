@@ -50,6 +50,7 @@ from lessons_lib.metrics.statistics import (
     bootstrap_ci,
     format_ci,
     paired_difference,
+    pooled_bootstrap_ci,
 )
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "load_mask_file",
     "main_score",
     "paired_difference",
+    "pooled_bootstrap_ci",
     "score_dirs",
     "score_dirs_scorer",
     "score_dirs_summary",

@@ -85,14 +85,21 @@ class SegmentationScorer:
         )
         return frame.rename_axis("image_id").astype("int64")
 
-    def per_image(self) -> pd.DataFrame:
-        """The six metrics, one row per image in the order added (index named ``image_id``)."""
+    def per_image(self, counts: bool = False) -> pd.DataFrame:
+        """The six metrics, one row per image in the order added (index named ``image_id``).
+
+        Args:
+            counts: Also the confusion counts, columns ``tp fp tn fn`` after the metrics
+                (what a pooled score's confidence interval resamples,
+                :func:`lessons_lib.metrics.statistics.pooled_bootstrap_ci`).
+        """
         rows = {
             image_id: scores_from_counts(**c, threshold=self.threshold)
             for image_id, c in self._counts.items()
         }
         frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(METRIC_NAMES))
-        return frame.rename_axis("image_id").astype("float64")
+        frame = frame.rename_axis("image_id").astype("float64")
+        return frame.join(self.counts()) if counts else frame
 
     def summary(self) -> dict[str, float]:
         """Per-image means, pooled scores and the number of images.

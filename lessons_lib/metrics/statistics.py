@@ -6,6 +6,9 @@ functions read them as ``pandas`` Series indexed by image id:
 * :func:`bootstrap_ci`: a per-image mean metric (JA, thresholded JA, Dice ...) with its 95%
   bootstrap confidence interval, the images resampled with replacement (``scipy.stats.bootstrap``,
   percentile method, 2000 resamples, seeded);
+* :func:`pooled_bootstrap_ci`: a pooled score (one ratio of the confusion counts summed over the
+  images, as :class:`~lessons_lib.metrics.scorer.SegmentationScorer` pools) with its interval,
+  the images resampled the same way, each carrying its four counts;
 * :func:`paired_difference`: two evaluations *on the same images* (matched by image id): the mean
   per-image difference with its bootstrap interval and the Wilcoxon signed-rank test's p-value
   (``scipy.stats.wilcoxon``, zero differences split between the ranks, ``zsplit``).
@@ -32,6 +35,7 @@ __all__ = [
     "bootstrap_ci",
     "format_ci",
     "paired_difference",
+    "pooled_bootstrap_ci",
 ]
 
 CONFIDENCE = 0.95
@@ -80,6 +84,82 @@ def bootstrap_ci(
         rng=np.random.default_rng(seed),
     )
     return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+COUNTS = ("tp", "fp", "tn", "fn")
+"""The confusion counts a pooled score is computed from (columns of a per-image CSV)."""
+
+
+def _pooled(metric: str, tp, fp, tn, fn, axis: int = -1):  # noqa: ANN001
+    """``metric`` of the counts summed along ``axis``, with the scorer's 0/0 = 1 convention
+    (:func:`lessons_lib.metrics.functional.scores_from_counts`), for arrays of resamples."""
+    tp, fp, tn, fn = (np.sum(np.asarray(c, dtype=float), axis=axis) for c in (tp, fp, tn, fn))
+    num, den = {
+        "jaccard": (tp, tp + fp + fn),
+        "dice": (2 * tp, 2 * tp + fp + fn),
+        "sensitivity": (tp, tp + fn),
+        "specificity": (tn, tn + fp),
+        "accuracy": (tp + tn, tp + fp + tn + fn),
+    }[metric]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den == 0, 1.0, num / np.where(den == 0, 1.0, den))
+
+
+def pooled_bootstrap_ci(
+    counts: pd.DataFrame,
+    metric: str = "jaccard",
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """A pooled score and its bootstrap confidence interval, the images resampled.
+
+    A pooled score is one ratio of counts summed over all images (large lesions weigh more),
+    so it is not the mean of anything per image; its uncertainty still comes from which images
+    were drawn. Each resample draws the images with replacement, each with its four counts
+    (``scipy.stats.bootstrap`` with ``paired=True``), and recomputes the pooled score: the
+    same method, resamples and seed as :func:`bootstrap_ci`.
+
+    Args:
+        counts: One row per image with integer columns ``tp, fp, tn, fn`` (the per-image CSVs
+            of chapter runs have them beside the scores).
+        metric: ``jaccard``, ``dice``, ``sensitivity``, ``specificity`` or ``accuracy``.
+        n_resamples: Resamples of the images.
+        confidence: Confidence level.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(pooled score, low, high)``; the interval is ``(nan, nan)`` for fewer than two images.
+
+    Raises:
+        ValueError: an unknown ``metric``, or ``counts`` without the four count columns.
+    """
+    if metric not in ("jaccard", "dice", "sensitivity", "specificity", "accuracy"):
+        raise ValueError(
+            f"unknown pooled metric {metric!r}; valid: jaccard, dice, sensitivity, "
+            "specificity, accuracy"
+        )
+    missing = [c for c in COUNTS if c not in counts.columns]
+    if missing:
+        raise ValueError(f"no confusion counts {missing} per image: a pooled score needs them")
+    data = tuple(counts[c].to_numpy(dtype=float) for c in COUNTS)
+    score = float(_pooled(metric, *data))
+    if len(counts) < 2:
+        return score, math.nan, math.nan
+    resampled = np.stack(data)  # degenerate when every image has the same counts
+    if np.all(resampled == resampled[:, :1]):
+        return score, score, score
+    result = stats.bootstrap(
+        data,
+        lambda *c, axis=-1: _pooled(metric, *c, axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method=METHOD,
+        rng=np.random.default_rng(seed),
+    )
+    return score, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 @dataclass(frozen=True)

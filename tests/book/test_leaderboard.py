@@ -17,7 +17,12 @@ from torch import nn
 from lessons_lib import metrics, viz
 from lessons_lib.book import leaderboard as lb
 from lessons_lib.cost import Stage, estimate_cost
-from lessons_lib.metrics.statistics import bootstrap_ci, format_ci, paired_difference
+from lessons_lib.metrics.statistics import (
+    bootstrap_ci,
+    format_ci,
+    paired_difference,
+    pooled_bootstrap_ci,
+)
 from lessons_lib.record import REPORTED_METRICS, SCHEMA_VERSION, Result, RunRecord
 from lessons_lib.reported import NOT_STATED, ORIGINAL, Reported
 
@@ -119,7 +124,12 @@ def cost_estimate(epochs: int = 10) -> dict:
 @pytest.fixture
 def runs(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
-    write_run(root, "001_cdnn", n_parameters=5_042_589, details={"cost_estimate": cost_estimate()})
+    write_run(
+        root,
+        "001_cdnn",
+        n_parameters=5_042_589,
+        details={"cost_estimates": {"full": cost_estimate()}},
+    )
     write_run(
         root,
         "002_unet",
@@ -224,14 +234,15 @@ def test_collect_runs_defaults_to_lessons_runs(runs: Path, monkeypatch):
 def test_tables(runs: Path):
     df = lb.collect_runs(runs)
     table = lb.leaderboard_table(df)
-    assert list(table.columns[:4]) == ["method", "dataset", "evaluated on", "profile"]
-    assert {"JA", "thresholded JA", "Dice", "AC", "SE", "SP", "parameters", "run time"} <= set(
-        table.columns
-    )
-    synthetic = table[table["dataset"] == "synthetic"]
+    assert list(table.columns[:3]) == ["method", "data", "evaluated on"]
+    assert {"JA", "thresholded JA", "Dice", "AC", "SE", "SP", "images"} <= set(table.columns)
+    synthetic = table[table["data"] == "synthetic (smoke)"]
+    assert len(synthetic) == 3 and set(table["data"]) == {"synthetic (smoke)", "isic2018 (full)"}
     assert list(synthetic["JA"]) == sorted(synthetic["JA"], reverse=True)
-    assert "5,042,589" in set(table["parameters"])
-    assert set(table["run time"]) == {"2.1 min"}
+    made = lb.run_table(df).set_index("method")  # one row per run: its cost and settings
+    assert len(made) == 3 and made.loc["001_cdnn", "parameters"] == "5,042,589"
+    assert set(made["run time"]) == {"2.1 min"} and set(made["GPU memory"]) == {""}
+    assert "epochs=[2, 1]" in made.loc["001_cdnn", "settings"]
     reported = lb.reported_table(df)
     assert len(reported) == 4 and set(reported["metric"]) == {"JA"}
     row = reported[reported["method"] == "001_cdnn"].iloc[0]
@@ -423,47 +434,89 @@ def test_headline_keeps_reported_evaluations(tmp_path: Path):
     assert lb.headline(lb.collect_runs(tmp_path / "none")).empty
 
 
-def test_cost_table_one_row_per_chapter_with_the_latest_estimate(tmp_path: Path):
+def test_cost_table_one_row_per_chapter_and_profile_with_the_latest_estimate(tmp_path: Path):
     estimate = cost_estimate()
-    write_run(tmp_path, "001_cdnn", details={"cost_estimate": cost_estimate(epochs=1)})
+    write_run(tmp_path, "001_cdnn", details={"cost_estimates": {"full": cost_estimate(epochs=1)}})
     write_run(
         tmp_path / "later",
         "001_cdnn",
-        details={"cost_estimate": estimate},
+        details={"cost_estimates": {"full": estimate, "colab": cost_estimate(epochs=3)}},
         finished="2024-02-01T00:00:00+0000",
     )
     write_run(tmp_path, "002_unet")  # no estimate: no row
+    # a record from before the colab estimate: its single estimate is the full profile's
+    write_run(tmp_path, "003_sls", details={"cost_estimate": cost_estimate(epochs=2)})
     table = lb.cost_table(lb.read_records(tmp_path))
-    assert list(table.index) == ["001_cdnn"]
-    row = table.loc["001_cdnn"]
+    assert list(table.index) == [
+        ("001_cdnn", "colab"),
+        ("001_cdnn", "full"),
+        ("003_sls", "full"),
+    ]
+    row = table.loc[("001_cdnn", "full")]
     large = estimate["stages"][1]  # the largest input, not the first stage's
     assert row["input"] == "16x12" and large["input"] == [16, 12]
-    assert row["GFLOP/image forward"] == round(large["gflop_forward"], 2)
     assert row["GFLOP/image train"] == round(large["gflop_train"], 2)
     assert row["parameters"] == f"{estimate['parameters']:,}"
     assert row["images trained"] == estimate["total"]["images_trained"] == 2 * 10 * 100
     assert row["GPU hours"] == round(estimate["total"]["gpu_hours"], 2)  # the later run's
     assert row["fits"] and row["assumed GPU"] == "NVIDIA A100 40GB at 30% of peak"
     assert pd.isna(row["measured hours"]) and row["measured on"] == ""
+    assert table.loc[("001_cdnn", "colab"), "images trained"] == 2 * 3 * 100
 
 
-def test_cost_table_puts_a_full_gpu_run_beside_the_estimate(tmp_path: Path):
-    details = {"cost_estimate": cost_estimate()}
+def test_cost_table_puts_a_gpu_run_beside_its_profiles_estimate(tmp_path: Path):
+    details = {"cost_estimates": {"full": cost_estimate(), "colab": cost_estimate(epochs=3)}}
     write_run(tmp_path, "001_cdnn", details=details)
     write_run(tmp_path, "001_cdnn", profile="full", dataset="isic2017", gpu=("A100", 7.5))
+    write_run(tmp_path, "001_cdnn", profile="colab", dataset="isic2017", gpu=("Tesla T4", 5.0))
     table = lb.cost_table(lb.read_records(tmp_path))
-    row = table.loc["001_cdnn"]
+    row = table.loc[("001_cdnn", "full")]
     assert row["measured peak memory GB"] == 7.5 and row["measured on"] == "A100"
     assert row["measured hours"] == round(125.0 / 3600, 2)
+    colab = table.loc[("001_cdnn", "colab")]
+    assert colab["measured peak memory GB"] == 5.0 and colab["measured on"] == "Tesla T4"
 
 
 def test_cost_table_skips_what_is_not_an_estimate(tmp_path: Path):
-    run = write_run(tmp_path, "001_cdnn", details={"cost_estimate": {"stages": []}})
+    run = write_run(tmp_path, "001_cdnn", details={"cost_estimates": {"full": {"stages": []}}})
     with pytest.warns(lb.RunWarning, match="is not a cost estimate") as caught:
         table = lb.cost_table(lb.read_records(tmp_path))
     assert str(run / "metrics.json") in str(caught[0].message)
     assert table.empty and "GPU hours" in table.columns
     assert lb.cost_table([]).empty
+
+
+def test_smoke_runs_stand_apart_from_real_data(runs: Path, tmp_path: Path):
+    kinds = lb.by_kind(lb.collect_runs(runs))
+    assert [heading.split(" (")[0] for heading, _ in kinds] == ["Runs on real data", "Smoke runs"]
+    real, smoke = (rows for _, rows in kinds)
+    assert set(real["profile"]) == {"full"} and set(smoke["profile"]) == {"smoke"}
+    assert len(real) + len(smoke) == len(lb.collect_runs(runs))
+    only_smoke = lb.by_kind(lb.collect_runs(write_run(tmp_path, "000_x").parent))
+    assert len(only_smoke) == 1 and only_smoke[0][0].startswith("Smoke runs")
+
+
+def test_run_table_shows_a_gpu_runs_measured_memory(tmp_path: Path):
+    write_run(tmp_path, "002_unet", "full", "isic2018", gpu=("NVIDIA H100", 31.25))
+    made = lb.run_table(lb.collect_runs(tmp_path)).iloc[0]
+    assert made["device"] == "NVIDIA H100" and made["GPU memory"] == "31.2 GB"
+    assert made["data"] == "isic2018 (full)"
+
+
+def test_interval_table_gives_the_pooled_score_its_interval_from_the_counts(tmp_path: Path):
+    run = write_run(tmp_path, "001_cdnn", results={"test": {"a": 0.5, "b": 0.9, "c": 0.2}})
+    counts = pd.DataFrame(
+        {"tp": [1, 9, 2], "fp": [1, 1, 4], "tn": [90, 80, 88], "fn": [0, 0, 4]},
+        index=pd.Index(["a", "b", "c"], name="image_id"),
+    )
+    path = run / "per_image_test.csv"
+    pd.read_csv(path, index_col=0).join(counts).to_csv(path)
+    row = lb.interval_table(lb.collect_runs(tmp_path)).iloc[0]
+    assert row["pooled JA [95% CI]"] == format_ci(*pooled_bootstrap_ci(counts))
+    assert row["pooled JA [95% CI]"].startswith(f"{12 / 22:.3f} [")  # 12 / (12 + 6 + 4)
+    # a CSV without the counts (written before they were): the interval is left blank
+    pd.read_csv(path, index_col=0).drop(columns=["tp", "fp", "tn", "fn"]).to_csv(path)
+    assert lb.interval_table(lb.collect_runs(tmp_path)).iloc[0]["pooled JA [95% CI]"] == ""
 
 
 def test_interval_table_gives_each_mean_its_bootstrap_interval(tmp_path: Path):

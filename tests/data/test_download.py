@@ -22,6 +22,7 @@ import re
 import shutil
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import zipfile
@@ -701,6 +702,13 @@ def test_rar_tool_detection_and_install_help(
 
 
 UNZIP_LIKE_UNRAR = """
+if sys.argv[1] == "lt":  # unrar's technical listing, of the zip it is given
+    print("Archive: " + sys.argv[-1] + "\\nDetails: RAR 5\\n")
+    for info in zipfile.ZipFile(sys.argv[-1]).infolist():
+        kind = "Directory" if info.is_dir() else "File"
+        size = info.file_size
+        print(f"        Name: {info.filename}\\n        Type: {kind}\\n        Size: {size}\\n")
+    sys.exit(0)
 archive, dest = sys.argv[-2], sys.argv[-1]
 assert sys.argv[1] == "x" and dest.endswith(os.sep)
 zipfile.ZipFile(archive).extractall(dest)
@@ -757,6 +765,73 @@ def test_ph2_a_symlink_from_the_tool_is_refused(
         "PH2Dataset.rar: refusing to unpack" in err and "'PH2Dataset/etc' is a symbolic link" in err
     )
     assert sorted(p.name for p in root.iterdir()) == [".download.lock", "archives"]
+
+
+def test_ph2_a_link_in_the_listing_is_refused_before_unpacking(
+    tmp_path: Path, server: Server, monkeypatch, capsys
+) -> None:
+    """The tool lists the archive first: a symbolic link in the listing stops it before it
+    unpacks anything (the fake unrar leaves a marker when asked to unpack)."""
+    publish(monkeypatch, server, "ph2", {"PH2Dataset.rar": ph2_archive(2)}, {"all": 2})
+    marker = tmp_path / "unpacked"
+    lists_a_link = UNZIP_LIKE_UNRAR.replace(
+        "    sys.exit(0)",
+        "    print('        Name: PH2Dataset/etc\\n        Type: Unix symbolic link\\n"
+        "        Size: 4\\n')\n    sys.exit(0)",
+    ).replace("archive, dest =", f"open({str(marker)!r}, 'w').close()\narchive, dest =")
+    _fake_tool(tmp_path / "bin", "unrar", lists_a_link)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    args = ["data", "download", "ph2", "--to", str(tmp_path / "ph2"), "--accept-terms"]
+    assert main([*args, "--mirror", server.url()]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to unpack" in err and "'PH2Dataset/etc' is not a file or a folder" in err
+    assert "Unix symbolic link" in err and not marker.exists()
+
+
+@pytest.mark.parametrize("tool", ["bsdtar", "7z"])
+def test_a_real_tools_listing_is_checked_before_it_unpacks(
+    tmp_path: Path, monkeypatch, tool: str
+) -> None:
+    """bsdtar's and 7z's own listings, read and held to the zip path's rules before anything is
+    unpacked: the member cap, the size cap, free space, and links."""
+    found = shutil.which(tool)
+    if found is None:
+        pytest.skip(f"{tool} is not installed (apt-get install libarchive-tools / p7zip-full)")
+    archive = tmp_path / "PH2Dataset.rar"
+    archive.write_bytes(ph2_archive(3))
+    members = dl.list_with_tool((tool, found), archive)
+    with zipfile.ZipFile(archive) as zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+    files = {m.name: m.size for m in members if m.kind == "file"}
+    assert files == {i.filename: i.file_size for i in infos}  # every file, its true size
+    into = tmp_path / "into"
+    into.mkdir()
+    total = sum(files.values())
+    for patch, says in [
+        (("MAX_MEMBERS", len(members) - 1), "more than the cap"),
+        (("MAX_UNPACKED_BYTES", total - 1), "its listing declares"),
+    ]:
+        with monkeypatch.context() as m:
+            m.setattr(dl, *patch)
+            with pytest.raises(DataError, match=says):
+                dl.extract_with_tool((tool, found), archive, into)
+        assert not any(into.iterdir()), "unpacked before the listing was checked"
+    with monkeypatch.context() as m:
+        m.setattr(dl.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10, 10, total - 1))
+        with pytest.raises(DataError, match="not enough free disk space"):
+            dl.extract_with_tool((tool, found), archive, into)
+    assert not any(into.iterdir())
+    linked = tmp_path / "linked"
+    (linked / "PH2Dataset").mkdir(parents=True)
+    (linked / "PH2Dataset" / "etc").symlink_to("/etc")
+    tarball = tmp_path / "linked.rar"  # a tar under a RAR's name: both tools read tar too
+    subprocess.run(["tar", "-cf", str(tarball), "-C", str(linked), "PH2Dataset"], check=True)
+    with pytest.raises(DataError, match="'PH2Dataset/etc' is not a file or a folder"):
+        dl.extract_with_tool((tool, found), tarball, into)
+    assert not any(into.iterdir())
+    dl.extract_with_tool((tool, found), archive, into)  # within every limit: unpacked
+    unpacked = {p.relative_to(into).as_posix() for p in into.rglob("*") if p.is_file()}
+    assert unpacked == set(files)
 
 
 @pytest.mark.parametrize("tool", ["bsdtar", "7z"])

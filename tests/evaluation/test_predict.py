@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -32,6 +34,7 @@ from PIL import Image
 
 from lessons_lib import chapter, cli
 from lessons_lib.data import prepare
+from lessons_lib.data.layouts import list_images
 from lessons_lib.errors import DataError
 from lessons_lib.evaluation import evaluate, predict_probs
 from lessons_lib.evaluation.external import evaluate_external, external_entries
@@ -259,7 +262,7 @@ def test_ensemble_with_model_size_postprocessing_equals_evaluate(
     ensemble_run, synthetic_root, tmp_path
 ) -> None:
     run, _ = ensemble_run
-    written = predict_folder(run, synthetic_root / TRAIN_IMAGES, tmp_path, batch_size=BS)
+    written = predict_folder(run, synthetic_root / TRAIN_IMAGES, tmp_path, batch_size=BS).masks
     ours, theirs = _masks(tmp_path), _masks(run / "predictions")
     assert [p.name for p in written] == sorted(theirs) == sorted(ours)
     assert 0 < np.mean([m.mean() / 255 for m in ours.values()]) < 1  # neither empty nor full
@@ -289,7 +292,8 @@ def test_pretrained_is_never_rebuilt_from_the_spec(
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(synthetic_root / TRAIN_IMAGES / "ISIC_0000000.jpg", images / "a.jpg")
-    assert predict_folder(run, images, tmp_path / "out") == [tmp_path / "out/a_segmentation.png"]
+    result = predict_folder(run, images, tmp_path / "out")
+    assert result.masks == [tmp_path / "out/a_segmentation.png"]
     assert calls[-1] is False
 
 
@@ -363,6 +367,81 @@ def test_images_folder_errors(single_run, tmp_path, capsys) -> None:
     (broken / "ISIC_0000002.jpg").write_bytes(b"not a JPEG at all")
     err = _error(capsys, "predict", "--run", run, "--images", str(broken), "--out", out)
     assert str(broken / "ISIC_0000002.jpg") in err and "not a readable image" in err
+
+
+def test_every_bad_image_is_listed_before_anything_is_predicted(
+    single_run, synthetic_root, tmp_path, capsys
+) -> None:
+    """Two unreadable images among good ones: one error lists both and predicts nothing;
+    --skip-bad predicts the others, names the two, and zips only what it wrote."""
+    images = tmp_path / "images"
+    shutil.copytree(synthetic_root / TRAIN_IMAGES, images)
+    good = sorted(p.name for p in images.glob("*.jpg"))
+    (images / "ISIC_0000001.jpg").write_bytes(b"not a JPEG at all")
+    Image.new("CMYK", (40, 30), (0, 80, 120, 10)).save(images / "ISIC_9999999.jpg")
+    run, out = str(single_run[0]), tmp_path / "out"
+    err = _error(capsys, "predict", "--run", run, "--images", str(images), "--out", str(out))
+    assert f"2 of {len(good) + 1} images cannot be read; nothing was predicted" in err
+    assert str(images / "ISIC_0000001.jpg") in err and str(images / "ISIC_9999999.jpg") in err
+    assert "colour mode 'CMYK'" in err and "--skip-bad" in err
+    assert not out.exists()  # checked first: no mask, no half-done folder
+
+    zipped = tmp_path / "masks.zip"
+    assert _predict(Path(run), images, out, "--skip-bad", "--zip", str(zipped)) == 0
+    said = capsys.readouterr().out
+    assert f"wrote {len(good) - 1} masks to {out}" in said and "skipped 2 images" in said
+    assert "ISIC_0000001.jpg" in said and "ISIC_9999999.jpg" in said
+    expected = sorted(f"{Path(n).stem}_segmentation.png" for n in good if n != "ISIC_0000001.jpg")
+    assert sorted(_masks(out)) == expected
+    assert sorted(zipfile.ZipFile(zipped).namelist()) == expected
+
+
+def test_a_rerun_into_the_same_folder_continues(single_run, synthetic_root, tmp_path, capsys):
+    """Predict stopped after some masks (one deleted here): the rerun predicts only the missing
+    one, keeps the others untouched, and the masks equal a run that never stopped. Masks of
+    another run (or other weights) in that folder are refused."""
+    run, images, out = single_run[0], synthetic_root / TRAIN_IMAGES, tmp_path / "out"
+    assert _predict(run, images, out) == 0
+    reference = _masks(out)
+    first, *others = sorted(out.glob("*_segmentation.png"))
+    first.unlink()  # the mask the interrupted run had not written yet
+    stamps = {p: p.stat().st_mtime_ns for p in others}
+    capsys.readouterr()
+    assert _predict(run, images, out) == 0
+    assert f"wrote 1 masks to {out}; kept the {len(others)} the previous run wrote" in (
+        capsys.readouterr().out
+    )
+    assert {p: p.stat().st_mtime_ns for p in others} == stamps  # not predicted again
+    assert _masks(out).keys() == reference.keys()
+    assert all(np.array_equal(_masks(out)[k], v) for k, v in reference.items())
+
+    other = _copy(run, tmp_path)  # the same weights in another run folder
+    err = _error(capsys, "predict", "--run", str(other), "--images", str(images), "--out", str(out))
+    assert "masks predicted with another run folder or other weights" in err and str(out) in err
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "ISIC_0000000_segmentation.png").write_bytes(b"")  # not written by predict
+    err = _error(capsys, "predict", "--run", str(run), "--images", str(images), "--out", str(loose))
+    assert "masks that predict did not record" in err
+
+
+def test_the_cmyk_advice_works(single_run, synthetic_root, tmp_path, capsys) -> None:
+    """The fix a CMYK image's error gives, run as written in the images folder, gives an RGB
+    copy that predicts, and leaves the folder predictable (no second image of the same name)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.open(synthetic_root / TRAIN_IMAGES / "ISIC_0000000.jpg").convert("CMYK").save(
+        images / "ISIC_0000000.jpg"
+    )
+    run = str(single_run[0])
+    err = _error(capsys, "predict", "--run", run, "--images", str(images), "--out", "o")
+    command = err.split("e.g. `", 1)[1].split("`", 1)[0]
+    subprocess.run(
+        command.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=images, check=True
+    )
+    assert list_images(images) == [images / "ISIC_0000000.jpg"]  # no clash beside it
+    assert _predict(Path(run), images / "srgb", tmp_path / "out") == 0
+    assert sorted(_masks(tmp_path / "out")) == ["ISIC_0000000_segmentation.png"]
 
 
 class _Planted:

@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from lessons_lib.metrics.scorer import SegmentationScorer
 from lessons_lib.metrics.statistics import (
     N_RESAMPLES,
     bootstrap_ci,
     format_ci,
     paired_difference,
+    pooled_bootstrap_ci,
 )
 
 
@@ -76,3 +78,52 @@ def test_format_ci() -> None:
     assert format_ci(0.78123, 0.7651, 0.7969) == "0.781 [0.765, 0.797]"
     assert format_ci(0.012, -0.004, 0.027, sign=True) == "+0.012 [-0.004, +0.027]"
     assert format_ci(0.5, math.nan, math.nan) == "0.500" and format_ci(math.nan, 0, 1) == ""
+
+
+def test_a_hand_computed_pooled_interval() -> None:
+    """Two images: one all right (tp 3), one all wrong (fp 1). Pooled JA 3/4; a resample is
+    both (3/4), the first twice (1) or the second twice (0), with chances 1/2, 1/4, 1/4, so
+    the 2.5th and 97.5th percentiles of 2000 resamples are 0 and 1."""
+    counts = pd.DataFrame({"tp": [3, 0], "fp": [0, 1], "tn": [5, 7], "fn": [0, 0]})
+    assert pooled_bootstrap_ci(counts) == (0.75, 0.0, 1.0)
+    one = pooled_bootstrap_ci(counts.iloc[:1])
+    assert one[0] == 1.0 and math.isnan(one[1]) and math.isnan(one[2])
+    assert pooled_bootstrap_ci(pd.concat([counts.iloc[:1]] * 3)) == (1.0, 1.0, 1.0)
+    assert pooled_bootstrap_ci(counts, "accuracy")[0] == pytest.approx(15 / 16)
+    with pytest.raises(ValueError, match="unknown pooled metric"):
+        pooled_bootstrap_ci(counts, "threshold_jaccard")  # a per-image rule: no pooled form
+    with pytest.raises(ValueError, match="confusion counts"):
+        pooled_bootstrap_ci(counts.drop(columns="tn"))
+
+
+def test_the_pooled_interval_is_scipys_paired_bootstrap_of_the_scorers_pooled_score() -> None:
+    """The pooled score is the scorer's own; the interval is scipy's percentile bootstrap of
+    that score with the images (and their four counts) resampled together."""
+    rng = np.random.default_rng(3)
+    scorer = SegmentationScorer()
+    for i in range(60):
+        truth = rng.random((16, 16)) < rng.uniform(0.05, 0.6)
+        pred = truth ^ (rng.random((16, 16)) < rng.uniform(0.0, 0.4))
+        scorer.add(f"im{i}", truth, pred)
+    counts = scorer.per_image(counts=True)
+    for metric in ("jaccard", "dice", "sensitivity"):
+        score, low, high = pooled_bootstrap_ci(counts, metric, seed=5)
+        assert score == pytest.approx(scorer.summary()[f"pooled_{metric}"])
+
+        def pooled(tp, fp, tn, fn, axis=-1, metric=metric):
+            tp, fp, tn, fn = (c.sum(axis=axis) for c in (tp, fp, tn, fn))
+            return {"jaccard": tp / (tp + fp + fn), "dice": 2 * tp / (2 * tp + fp + fn)}.get(
+                metric, tp / (tp + fn)
+            )
+
+        ref = stats.bootstrap(
+            tuple(counts[c].to_numpy(float) for c in ("tp", "fp", "tn", "fn")),
+            pooled,
+            paired=True,
+            vectorized=True,
+            n_resamples=N_RESAMPLES,
+            method="percentile",
+            rng=np.random.default_rng(5),
+        ).confidence_interval
+        assert (low, high) == pytest.approx((ref.low, ref.high), abs=1e-12)
+        assert low < score < high

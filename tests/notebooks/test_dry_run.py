@@ -137,8 +137,10 @@ def test_profile_dry_run(stem: str, publisher_data, tmp_path: Path) -> None:
     training = record["details"]["training"]  # what ran: optimiser as read after training
     assert training["optimizer"]["class"] in ("Adam", "SGD") and training["schedule"]["policy"]
     assert training["optimizer_used"]["groups"][0]["lr"] > 0
-    cost = record["details"]["cost_estimate"]  # the computed estimate of the full profile
-    assert cost["total"]["gpu_hours"] > 0 and cost["total"]["peak_memory_gb"] > 0 and cost["gpu"]
+    costs = record["details"]["cost_estimates"]  # the computed estimates of the GPU profiles
+    assert set(costs) == {"full", "colab"} and costs["colab"]["gpu"]["name"].startswith("NVIDIA T4")
+    for cost in costs.values():
+        assert cost["total"]["gpu_hours"] > 0 and cost["total"]["peak_memory_gb"] > 0
     for result in record["results"]:
         assert 1 <= result["metrics"]["n_images"] <= images, result["name"]
     # on the paper's dataset the paper's numbers stand beside ours, each saying how it was

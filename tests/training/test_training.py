@@ -171,7 +171,9 @@ def test_evaluate_scores_at_original_size(tiny, tmp_path: Path) -> None:
 
     truth = Path(data.entries("valid")[0]["orig_mask"]).parent
     rescored = score_dirs(truth, tmp_path)
-    pd.testing.assert_frame_equal(rescored, per_image, check_names=False, atol=1e-12)
+    assert list(per_image.columns) == [*rescored.columns, "tp", "fp", "tn", "fn"]
+    scores = per_image[rescored.columns]  # and each image's confusion counts, for pooled CIs
+    pd.testing.assert_frame_equal(rescored, scores, check_names=False, atol=1e-12)
 
 
 def test_to_size_and_foreground() -> None:
