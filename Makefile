@@ -8,10 +8,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup book book-runs test test-fast lint format recipes references bench lab clean help
+.PHONY: setup book book-runs test test-fast lint format recipes references bench gpu-check lab clean help
 
 help:
-	@echo "make book | make test | make test-fast | make lab | make bench | make lint | make format | make recipes | make clean"
+	@echo "make book | make test | make test-fast | make lab | make bench | make gpu-check | make lint | make format | make recipes | make clean"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ test: lint
 
 # Unit tests only (no notebook execution, no book build): seconds, for the edit-test loop.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not notebooks and not book" tests
+	$(BIN)/python -m pytest -m "not notebooks and not book and not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -66,6 +66,11 @@ recipes: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# On a CUDA machine: every chapter's full-profile training step measured against its cost
+# estimate (images/s, memory, fp16 vs fp32), one table and runs/gpu-check.json; a few minutes.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --out runs/gpu-check.json
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

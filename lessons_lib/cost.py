@@ -92,6 +92,39 @@ RTX_4090 = GPU("NVIDIA GeForce RTX 4090", memory_gb=24.0, fp32_tflops=82.6, fp16
 # 65 TFLOPS, 16 GB GDDR6 (15 GiB as torch.cuda reports it on Colab's free tier).
 T4 = GPU("NVIDIA T4", memory_gb=15.0, fp32_tflops=8.1, fp16_tflops=65.0)
 """Colab's free-tier GPU: the card the ``colab`` profile is sized for."""
+# NVIDIA H100 Tensor Core GPU datasheet, H100 SXM: FP32 67 TFLOPS, FP16 Tensor Core 1,979 TFLOPS
+# with sparsity (989.5 dense), 80 GB HBM3 (79.1 GiB as torch.cuda reports it).
+H100_SXM = GPU("NVIDIA H100 80GB HBM3", memory_gb=79.1, fp32_tflops=67.0, fp16_tflops=989.5)
+# The same datasheet, H100 PCIe: FP32 51 TFLOPS, FP16 Tensor Core 1,513 with sparsity (756.5).
+H100_PCIE = GPU("NVIDIA H100 PCIe", memory_gb=79.1, fp32_tflops=51.0, fp16_tflops=756.5)
+# NVIDIA H200 Tensor Core GPU datasheet, H200 SXM: the H100 SXM's compute (FP32 67, FP16 Tensor
+# Core 1,979 with sparsity) with 141 GB HBM3e (about 139.8 GiB as torch.cuda reports it).
+H200 = GPU("NVIDIA H200", memory_gb=139.8, fp32_tflops=67.0, fp16_tflops=989.5)
+
+KNOWN_GPUS = (H200, H100_SXM, H100_PCIE, A100_40GB, RTX_4090, T4)
+"""The GPUs whose datasheet figures the course knows, for :func:`gpu_named`."""
+
+
+def gpu_named(name: str, memory_gb: float | None = None) -> GPU | None:
+    """The known GPU whose product name ``torch.cuda.get_device_name`` gives (``"NVIDIA H100
+    80GB HBM3"``, ``"Tesla T4"``, ...), matched by model; ``None`` for another card.
+
+    Args:
+        name: The device name.
+        memory_gb: The device's memory as ``torch.cuda`` reports it, if known (it replaces
+            the datasheet's, e.g. an A100 80GB has the 40GB's compute).
+    """
+    text = name.upper()
+    for gpu in KNOWN_GPUS:
+        model = gpu.name.removeprefix("NVIDIA ").upper()
+        key = {"H100 80GB HBM3": "H100", "A100 40GB": "A100", "GEFORCE RTX 4090": "RTX 4090"}
+        token = key.get(model, model)
+        if token in text and (token != "H100" or "PCIE" not in text):
+            found = gpu
+            if memory_gb is not None:
+                found = GPU(name, memory_gb, gpu.fp32_tflops, gpu.fp16_tflops)
+            return found
+    return None
 
 
 def _hw(size: int | Sequence[int]) -> tuple[int, int]:

@@ -167,3 +167,47 @@ def test_the_laptop_benchmark_builds_its_stand_in_and_reads_a_run(tmp_path: Path
     assert (row["minutes"], row["JA"], row["baseline JA"], row["gap"]) == (10.0, 0.8, 0.7, 0.1)
     assert row["within budget"] and row["external JA"] == 0.6123
     assert "| 000_lesionseg | 10.0 |" in laptop.table([row])
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_every_chapter_tiny_on_a_cpu(tmp_path: Path) -> None:
+    """``make gpu-check``'s code path at tiny sizes on the CPU (issue #23): one row per chapter,
+    its measured step beside the estimate, written as JSON; without CUDA the real check stops
+    with a message that says how to run this one."""
+    import json
+    import subprocess
+
+    import torch
+
+    script = str(BENCHMARKS / "gpu_check.py")
+    out = tmp_path / "gpu-check.json"
+    done = subprocess.run(
+        [sys.executable, script, "--device", "cpu", "--tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    rows = {r["chapter"]: r for r in record["chapters"]}
+    assert list(rows) == list(CHAPTERS) and record["tiny"] and record["device"] == "cpu"
+    assert record["cudnn"] == {"deterministic": True, "benchmark": False}  # as the chapters
+    for chapter, row in rows.items():
+        assert row["input"] == "64x64" and row["batch"] == 2 and row["steps timed"] == 1
+        assert row["images/s"] > 0 and row["estimated images/s"] > 0, chapter
+        assert row["speed ratio"] == pytest.approx(row["images/s"] / row["estimated images/s"])
+        assert row["loss finite"] and 0 <= row["fp16 - fp32 max"] <= 1
+        assert row["loader workers needed"] >= 1 and row["peak memory GB"] is None  # no GPU
+        assert row["batch copy ms (pinned)"] is None  # pinning needs CUDA
+        estimate = get_recipe(chapter).estimate_cost("full")
+        assert row["estimated memory GB"] <= estimate.peak_memory_gb + 1e-9
+    for chapter in CHAPTERS:
+        assert chapter in done.stdout  # the printed table
+    if not torch.cuda.is_available():
+        refused = subprocess.run([sys.executable, script], capture_output=True, text=True)
+        assert refused.returncode == 2 and "--device cpu --tiny" in refused.stderr
+        assert "no CUDA GPU" in refused.stderr
+    slow = subprocess.run(
+        [sys.executable, script, "--device", "cpu"], capture_output=True, text=True
+    )
+    assert slow.returncode == 2 and "needs --tiny" in slow.stderr

@@ -79,6 +79,26 @@ def test_the_parts_a_student_reads_have_source(chapter: str) -> None:
         assert "def " in source_of(part)
 
 
+@pytest.mark.parametrize("chapter", IDS)
+def test_the_loss_is_the_recipes_and_the_chapter_takes_it(chapter: str) -> None:
+    """The recipe declares the loss (its settings from the parameters); the chapter trains with
+    ``R.loss(P)`` and builds no loss of its own (one declaration: the benchmarks and the GPU
+    check take the same)."""
+    from torch import nn
+
+    recipe = get_recipe(chapter)
+    for profile in PROFILES:
+        assert isinstance(recipe.loss(recipe.profile(profile)), nn.Module)
+    code = "\n".join(
+        "".join(c["source"])
+        for c in json.loads((NOTEBOOKS / f"{chapter}.ipynb").read_text())["cells"]
+        if c["cell_type"] == "code"
+    )
+    assert "R.loss(P)" in code
+    for name in ("CrossEntropy2d(", "JaccardDistance(", "BCEWithLogits2d(", "NLLEPELoss("):
+        assert name not in code, f"{chapter} builds {name}...) itself"
+
+
 def test_chapter_001_trains_with_the_papers_lasagne_adam() -> None:
     recipe = get_recipe("001_cdnn29")
     for profile in ("smoke", "full"):

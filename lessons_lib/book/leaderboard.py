@@ -147,6 +147,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
                 run=path.parent,
             )
             rows.append(row)
+        rows += _baseline_rows(path, record)
     columns = [
         "method",
         "chapter",
@@ -170,6 +171,48 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         "run",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+BASELINE = "classical baseline"
+"""The method name of the baseline rows (:func:`_baseline_rows`), before the chapter's."""
+
+
+def _baseline_rows(path: Path, record: RunRecord) -> list[dict[str, Any]]:
+    """The classical baseline a run scored beside itself (``details.baseline``,
+    :meth:`lessons_lib.chapter.Run.beside_baseline`): one row per split, from its per-image CSV,
+    named ``classical baseline (<chapter>'s input)`` (it segments the images the chapter's
+    network was given). A CSV that cannot be read leaves its row out, with a warning."""
+    rows = []
+    for split, summary in sorted((record.details.get("baseline") or {}).items()):
+        frame = load_per_image({"run": path.parent, "evaluation": f"baseline_{split}"})
+        if frame is None:
+            continue
+        means = frame.mean(numeric_only=True)
+        rows.append(
+            {
+                "method": f"{BASELINE} ({record.chapter}'s input)",
+                "chapter": record.chapter,
+                "paper": "the course's thresholding floor (lessons_lib.baseline)",
+                "dataset": record.dataset,
+                "evaluation": f"baseline_{split}",
+                "evaluated on": f"{split} set ({len(frame)} images), classical baseline",
+                "profile": record.profile,
+                **{m: float(means[m]) if m in means else np.nan for m in METRICS},
+                "n_images": int(summary.get("n_images", len(frame))),
+                "reported": [],
+                "scores": {k: float(v) for k, v in means.items()},
+                "n_parameters": np.nan,
+                "wall_time_s": record.wall_time_s,
+                "gpu_peak_memory_gb": record.gpu_peak_memory_gb,
+                "device": record.environment.get("gpu") or record.environment.get("device"),
+                "finished": record.finished,
+                "settings": "",
+                "data": record.data_identity,
+                "external": None,
+                "run": path.parent,
+            }
+        )
+    return rows
 
 
 def _method(chapter: str, method: str | None) -> str:
@@ -378,11 +421,14 @@ def paired_scores(
 
 
 def best_pair(runs: pd.DataFrame, min_common: int = 2) -> tuple[int, int, int] | None:
-    """The two evaluations of *different methods* on the same data sharing the most images.
+    """The pair that matters most: a chapter against the classical baseline on the same images
+    (the baseline row of its own run), or else two evaluations of *different methods* on the
+    same data; the most shared images first among them.
 
-    Returns ``(row_a, row_b, n_common)`` (positional indices into ``runs``) or ``None``.
-    Evaluations of different data (the runs' ``data_identity``) are never paired: their image ids
-    may coincide without naming the same images.
+    Returns ``(row_a, row_b, n_common)`` (positional indices into ``runs``; ``row_b`` the
+    chapter when the other is the baseline) or ``None``. Evaluations of different data (the
+    runs' ``data_identity``) are never paired: their image ids may coincide without naming the
+    same images.
     """
     ids = {}
     for i, (_, row) in enumerate(runs.iterrows()):
@@ -397,9 +443,14 @@ def best_pair(runs: pd.DataFrame, min_common: int = 2) -> tuple[int, int, int] |
             if ri["method"] == rj["method"] or ri["data"] != rj["data"]:
                 continue
             n = len(ids_i & ids_j)
-            if n >= min_common and (best is None or n > best[2]):
-                best = (i, j, n)
-    return best
+            baseline = [str(r["method"]).startswith(BASELINE) for r in (ri, rj)]
+            against_floor = sum(baseline) == 1 and ri["run"] == rj["run"]
+            # the baseline first: the chapter is the "second", above the diagonal
+            a, b = (j, i) if baseline[1] else (i, j)
+            rank = (against_floor, n)
+            if n >= min_common and (best is None or rank > best[3]):
+                best = (a, b, n, rank)
+    return None if best is None else best[:3]
 
 
 INTERVAL_METRICS = ("jaccard", "threshold_jaccard", "dice")

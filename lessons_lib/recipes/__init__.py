@@ -362,6 +362,10 @@ class Recipe:
         """Input channels of the network."""
         return 3
 
+    def loss(self, P: SimpleNamespace) -> nn.Module:  # noqa: N803
+        """The training loss (a :mod:`lessons_lib.losses` class, its settings from ``P``)."""
+        raise NotImplementedError
+
     def augmentation(self, P: SimpleNamespace) -> list:  # noqa: N803
         """The training augmentation (fastai batch transforms; ``[]``: none)."""
         return []
@@ -462,13 +466,11 @@ class Recipe:
         return described
 
     def source(self) -> list:
-        """The hooks a student reads: augmentation, optimiser, schedule (for ``show_source``)."""
+        """The hooks a student reads: network, loss, augmentation, input transforms, optimiser,
+        schedule (for ``show_source``)."""
         own = type(self)
-        return [
-            getattr(own, name)
-            for name in ("network", "augmentation", "input_transforms", "optimizer", "schedule")
-            if name in own.__dict__
-        ]
+        hooks = ("network", "loss", "augmentation", "input_transforms", "optimizer", "schedule")
+        return [getattr(own, name) for name in hooks if name in own.__dict__]
 
 
 def _shown(value: Any) -> str:

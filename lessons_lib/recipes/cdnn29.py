@@ -194,6 +194,12 @@ class CDNN29Recipe(Recipe):
         """The row of Tables IV and V this run trains: CDNN-29 with its input channels."""
         return {"rgbhsvl": "CDNN-29 RGB+HSV+L", "rgb": "CDNN-29 RGB"}[P.channels]
 
+    def loss(self, P: SimpleNamespace):  # noqa: N803
+        """The training loss: the paper's Jaccard distance on the sigmoid output."""
+        from lessons_lib.losses import JaccardDistance
+
+        return JaccardDistance()
+
     def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
         """CDNN-29 of Table I (one output, dropout 0.5 at the two places the paper names),
         from random weights."""

@@ -171,6 +171,12 @@ class LesionSegRecipe(Recipe):
             }
         return {}
 
+    def loss(self, P: SimpleNamespace):  # noqa: N803
+        """The training loss: the per-pixel softmax cross-entropy on the two-channel output."""
+        from lessons_lib.losses import CrossEntropy2d
+
+        return CrossEntropy2d()
+
     def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
         """Two logits per pixel (a 2-class softmax), random initialisation."""
         return "lesionseg", dict(n_out=2, upsample=P.upsample, reading=P.reading)

@@ -188,6 +188,12 @@ class ResNet34UNetRecipe(Recipe):
             }
         return {}
 
+    def loss(self, P: SimpleNamespace):  # noqa: N803
+        """The training loss: binary cross-entropy on the one-channel logits."""
+        from lessons_lib.losses import BCEWithLogits2d
+
+        return BCEWithLogits2d()
+
     def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
         return "resnet34_unet", dict(
             n_out=1, img_size=(P.sizes[0], P.sizes[0]), pretrained=P.pretrained

@@ -270,6 +270,12 @@ class SLSDeepRecipe(Recipe):
             }
         return {}
 
+    def loss(self, P: SimpleNamespace):  # noqa: N803
+        """The training loss: negative log-likelihood plus the end-point error of the edges, weighted by epe_weight."""
+        from lessons_lib.losses import NLLEPELoss
+
+        return NLLEPELoss(alpha=P.epe_weight)
+
     def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
         return "slsdeep", dict(
             n_out=2, pretrained=P.pretrained, ppn_width=P.ppn_width, skips=P.skips

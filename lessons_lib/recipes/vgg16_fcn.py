@@ -158,6 +158,12 @@ class VGG16FCNRecipe(Recipe):
         ),
     )
 
+    def loss(self, P: SimpleNamespace):  # noqa: N803
+        """The training loss: the per-pixel softmax loss on the two-channel output."""
+        from lessons_lib.losses import CrossEntropy2d
+
+        return CrossEntropy2d()
+
     def network(self, P: SimpleNamespace) -> tuple[str, dict[str, Any]]:  # noqa: N803
         return "vgg16_fcn", dict(
             n_out=2,  # skin and lesion, with a softmax loss

@@ -553,3 +553,28 @@ def test_paired_table_pairs_only_evaluations_of_the_same_images(tmp_path: Path):
     d = paired_difference(pd.Series(first), pd.Series(second))
     assert row["images"] == 8 and row["Wilcoxon p"] == round(d.p_value, 4)
     assert row["second - first [95% CI]"] == format_ci(d.mean, d.low, d.high, sign=True)
+
+
+def test_the_classical_baseline_is_a_row_and_the_pair_that_matters(tmp_path: Path):
+    """A run's baseline (beside_baseline: details.baseline and per_image_baseline_test.csv) is a
+    row of its own, pairs with its chapter on the same images, and is the scatter's pair."""
+    ids = [f"ISIC_{i:07d}" for i in range(8)]
+    ours = dict(zip(ids, [0.9, 0.8, 0.3, 0.75, 0.6, 0.95, 0.5, 0.7], strict=True))
+    other = {k: v - 0.05 for k, v in ours.items()}
+    run = write_run(tmp_path, "001_cdnn", "full", "isic2017", results={"test": ours})
+    write_run(tmp_path, "003_sls", "full", "isic2017", results={"test": other})
+    floor = pd.DataFrame({"jaccard": {k: v - 0.1 for k, v in ours.items()}})
+    floor.index.name = "image_id"
+    floor.assign(dice=0.5, threshold_jaccard=0.0).to_csv(run / "per_image_baseline_test.csv")
+    edit_record(run, lambda r: r["details"].update(baseline={"test": {"n_images": 8}}))
+    runs = lb.collect_runs(tmp_path)
+    base = runs[runs["method"].str.startswith("classical baseline")]
+    assert list(base["method"]) == ["classical baseline (001_cdnn's input)"]
+    assert base.iloc[0]["jaccard"] == pytest.approx(np.mean(list(ours.values())) - 0.1)
+    assert base.iloc[0]["data"] == runs[runs["chapter"] == "003_sls"].iloc[0]["data"]
+    a, b, n = lb.best_pair(runs)  # the chapter against its floor, not the two chapters
+    assert runs.iloc[a]["method"].startswith("classical baseline")
+    assert runs.iloc[b]["method"] == "001_cdnn" and n == 8
+    pairs = lb.paired_table(runs)
+    row = pairs[pairs["first"].str.startswith("001_cdnn") & pairs["second"].str.startswith("cl")]
+    assert len(pairs) == 3 and row.iloc[0]["second - first [95% CI]"].startswith("-0.100 [")
