@@ -271,7 +271,8 @@ class SLSDeepRecipe(Recipe):
         return {}
 
     def loss(self, P: SimpleNamespace):  # noqa: N803
-        """The training loss: negative log-likelihood plus the end-point error of the edges, weighted by epe_weight."""
+        """The training loss: negative log-likelihood plus the end-point error of the edges,
+        weighted by ``epe_weight``."""
         from lessons_lib.losses import NLLEPELoss
 
         return NLLEPELoss(alpha=P.epe_weight)
