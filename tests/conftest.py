@@ -42,6 +42,9 @@ Other parameters, one run for each thing it shows:
   leaderboard (1); tests/book/test_leaderboard.py: the leaderboard with and without runs (2);
   tests/book/test_runs.py: a two-notebook book built four times (2 one-cell kernels a build that
   executes).
+* tests/test_benchmarks.py: ``benchmarks/gpu_check.py --device cpu --tiny`` (no kernel: one
+  Python process training each chapter's full-profile network two steps at 64x64, marked
+  ``slow``).
 
 Two workers share the cores (``make test``: ``-n 2 --dist loadscope``): a notebook's nbval cells
 stay together in one kernel, each test module on one worker, and each notebook run of
