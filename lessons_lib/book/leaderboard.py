@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from lessons_lib.metrics import METRIC_LABELS as LABELS
+from lessons_lib.metrics import scores_from_counts
 from lessons_lib.metrics.statistics import (
     COUNTS,
     bootstrap_ci,
@@ -188,6 +189,10 @@ def _baseline_rows(path: Path, record: RunRecord) -> list[dict[str, Any]]:
         if frame is None:
             continue
         means = frame.mean(numeric_only=True)
+        scores = {k: float(v) for k, v in means.items() if k not in COUNTS}
+        if set(COUNTS) <= set(frame.columns):  # pooled over the images, as the chapters' own
+            summed = {c: int(frame[c].sum()) for c in COUNTS}
+            scores |= {f"pooled_{k}": v for k, v in scores_from_counts(**summed).items()}
         rows.append(
             {
                 "method": f"{BASELINE} ({record.chapter}'s input)",
@@ -197,10 +202,10 @@ def _baseline_rows(path: Path, record: RunRecord) -> list[dict[str, Any]]:
                 "evaluation": f"baseline_{split}",
                 "evaluated on": f"{split} set ({len(frame)} images), classical baseline",
                 "profile": record.profile,
-                **{m: float(means[m]) if m in means else np.nan for m in METRICS},
+                **{m: scores.get(m, np.nan) for m in METRICS},
                 "n_images": int(summary.get("n_images", len(frame))),
                 "reported": [],
-                "scores": {k: float(v) for k, v in means.items()},
+                "scores": scores,
                 "n_parameters": np.nan,
                 "wall_time_s": record.wall_time_s,
                 "gpu_peak_memory_gb": record.gpu_peak_memory_gb,
