@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import math
 import statistics
 import sys
@@ -202,6 +203,7 @@ def check_chapter(
     if tiny:
         size, batch_size = (TINY_SIZE, TINY_SIZE), TINY_BATCH
     if device.type == "cuda":
+        gc.collect()  # the previous chapter's learner (callbacks hold references to it)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     set_seed(0, reproducible=True)  # as every chapter: cuDNN deterministic, no autotuning
