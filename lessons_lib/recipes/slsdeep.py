@@ -80,9 +80,11 @@ class SLSDeepRecipe(Recipe):
             "epochs",
             "int",
             "training epochs",
-            # laptop: what fits in 20 minutes at 96 px on 2 cores.
+            # laptop: 20 at 96 px: the whole notebook took 11.2 minutes on 2 cores on a PH2-sized
+            # stand-in (benchmarks/laptop-stand-in.md); 12 epochs, measured first, left most of
+            # the 20 minutes unused. About 30 would still fit (not measured).
             # colab: 45 of the paper's 100 epochs: 0.96 h on a T4 by the chapter's estimate.
-            {"smoke": 3, "laptop": 12, "colab": 45, "full": 100},
+            {"smoke": 3, "laptop": 20, "colab": 45, "full": 100},
             paper=100,
             low=1,
             role="epochs",
