@@ -47,7 +47,9 @@ def test_two_process_chapter_run_writes_once_and_its_weights_load(tmp_path: Path
         main(["predict", "--run", str(out), "--images", str(images), "--out", str(predicted)]) == 0
     )
     evaluated = sorted((out / "predictions" / "test").glob("*_segmentation.png"))
-    assert evaluated and sorted(p.name for p in predicted.iterdir()) == [p.name for p in evaluated]
+    masks = sorted(p.name for p in predicted.glob("*_segmentation.png"))
+    assert evaluated and masks == [p.name for p in evaluated]
+    assert sorted(p.name for p in predicted.iterdir()) == [".predict.json", *masks]
     for mask in evaluated:  # the same network and weights: the same masks
         again = np.asarray(Image.open(predicted / mask.name))
         assert np.mean(again != np.asarray(Image.open(mask))) < 1e-3, mask.name
