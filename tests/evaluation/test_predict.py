@@ -394,6 +394,13 @@ def test_every_bad_image_is_listed_before_anything_is_predicted(
     expected = sorted(f"{Path(n).stem}_segmentation.png" for n in good if n != "ISIC_0000001.jpg")
     assert sorted(_masks(out)) == expected
     assert sorted(zipfile.ZipFile(zipped).namelist()) == expected
+    only_bad = tmp_path / "only_bad"  # --skip-bad with nothing readable: an error, not 0 masks
+    only_bad.mkdir()
+    shutil.copy(images / "ISIC_0000001.jpg", only_bad)
+    err = _error(
+        capsys, "predict", "--run", run, "--images", str(only_bad), "--out", str(out), "--skip-bad"
+    )
+    assert "1 of 1 images cannot be read; nothing was predicted" in err
 
 
 def test_a_rerun_into_the_same_folder_continues(single_run, synthetic_root, tmp_path, capsys):
