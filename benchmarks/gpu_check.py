@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from fastai.callback.core import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -64,42 +65,33 @@ NO_CUDA = (
 )
 
 
-class StepTimer:
-    """A fastai callback timing every batch (the device synchronised around it) and keeping
-    each training loss."""
+class StepTimer(Callback):
+    """Times every batch, the device synchronised around it, and keeps each training loss."""
 
     order = 100  # after the mixed-precision and gradient callbacks: the whole step is timed
 
     def __init__(self, device: torch.device) -> None:
-        from fastai.callback.core import Callback
-
         self.device = device
         self.train: list[float] = []
         self.valid: list[float] = []
         self.losses: list[float] = []
-        timer = self
-
-        class _Timer(Callback):
-            order = StepTimer.order
-
-            def before_batch(self) -> None:
-                timer._sync()
-                timer._start = time.perf_counter()
-
-            def after_batch(self) -> None:
-                timer._sync()
-                seconds = time.perf_counter() - timer._start
-                if self.training:
-                    timer.train.append(seconds)
-                    timer.losses.append(float(self.learn.loss.detach()))
-                else:
-                    timer.valid.append(seconds)
-
-        self.callback = _Timer()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def before_batch(self) -> None:
+        self._sync()
+        self.start = time.perf_counter()
+
+    def after_batch(self) -> None:
+        self._sync()
+        seconds = time.perf_counter() - self.start
+        if self.training:
+            self.train.append(seconds)
+            self.losses.append(float(self.learn.loss.detach()))
+        else:
+            self.valid.append(seconds)
 
 
 def synthetic_loaders(
@@ -214,7 +206,7 @@ def check_chapter(
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as out:
         # mixed precision as on a GPU; on a CPU fastai's callback runs but disables itself
         learn = make_learner(dls, model, loss, out, optimizer=R.optimizer(P), mixed_precision=True)
-        learn.add_cb(timer.callback)
+        learn.add_cb(timer)
         with learn.no_bar(), learn.no_logging():
             learn.fit(1, lr=1e-4)  # a small constant rate: the step's cost, not its learning
         xb = dls.valid.one_batch()[0].as_subclass(torch.Tensor)

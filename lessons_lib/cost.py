@@ -101,8 +101,16 @@ H100_PCIE = GPU("NVIDIA H100 PCIe", memory_gb=79.1, fp32_tflops=51.0, fp16_tflop
 # Core 1,979 with sparsity) with 141 GB HBM3e (about 139.8 GiB as torch.cuda reports it).
 H200 = GPU("NVIDIA H200", memory_gb=139.8, fp32_tflops=67.0, fp16_tflops=989.5)
 
-KNOWN_GPUS = (H200, H100_SXM, H100_PCIE, A100_40GB, RTX_4090, T4)
-"""The GPUs whose datasheet figures the course knows, for :func:`gpu_named`."""
+KNOWN_GPUS = (
+    ("H200", H200),
+    ("H100 PCIE", H100_PCIE),  # before "H100": the SXM card's name has no form factor
+    ("H100", H100_SXM),
+    ("A100", A100_40GB),
+    ("RTX 4090", RTX_4090),
+    ("T4", T4),
+)
+"""The GPUs whose datasheet figures the course knows, each with the model token its
+``torch.cuda.get_device_name`` contains, in the order :func:`gpu_named` tries them."""
 
 
 def gpu_named(name: str, memory_gb: float | None = None) -> GPU | None:
@@ -115,15 +123,11 @@ def gpu_named(name: str, memory_gb: float | None = None) -> GPU | None:
             the datasheet's, e.g. an A100 80GB has the 40GB's compute).
     """
     text = name.upper()
-    for gpu in KNOWN_GPUS:
-        model = gpu.name.removeprefix("NVIDIA ").upper()
-        key = {"H100 80GB HBM3": "H100", "A100 40GB": "A100", "GEFORCE RTX 4090": "RTX 4090"}
-        token = key.get(model, model)
-        if token in text and (token != "H100" or "PCIE" not in text):
-            found = gpu
-            if memory_gb is not None:
-                found = GPU(name, memory_gb, gpu.fp32_tflops, gpu.fp16_tflops)
-            return found
+    for token, gpu in KNOWN_GPUS:
+        if token in text:
+            if memory_gb is None:
+                return gpu
+            return GPU(name, memory_gb, gpu.fp32_tflops, gpu.fp16_tflops)
     return None
 
 

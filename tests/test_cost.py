@@ -181,3 +181,16 @@ def test_bad_arguments_say_what_is_valid() -> None:
     with pytest.raises(ValueError, match="models"):
         stage(models=0)
     assert math.isclose(stage(epochs=0).images_trained, 0)
+
+
+def test_a_gpu_is_known_by_the_name_torch_gives_it() -> None:
+    """``gpu_named`` (the GPU check's estimate): the model in ``torch.cuda.get_device_name``,
+    the PCIe H100 apart from the SXM one, the device's own memory, and None for a stranger."""
+    from lessons_lib.cost import H100_PCIE, H100_SXM, H200, T4, gpu_named
+
+    assert gpu_named("NVIDIA H100 80GB HBM3") == H100_SXM
+    assert gpu_named("NVIDIA H100 PCIe") == H100_PCIE
+    assert gpu_named("NVIDIA H200") == H200 and gpu_named("Tesla T4") == T4
+    a100 = gpu_named("NVIDIA A100-SXM4-80GB", memory_gb=79.2)
+    assert a100.memory_gb == 79.2 and a100.fp16_tflops == 312.0  # the 40GB's compute
+    assert gpu_named("NVIDIA L4") is None

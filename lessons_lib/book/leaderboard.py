@@ -37,9 +37,8 @@ import numpy as np
 import pandas as pd
 
 from lessons_lib.metrics import METRIC_LABELS as LABELS
-from lessons_lib.metrics import scores_from_counts
+from lessons_lib.metrics.scorer import COUNTS, SegmentationScorer
 from lessons_lib.metrics.statistics import (
-    COUNTS,
     bootstrap_ci,
     format_ci,
     paired_difference,
@@ -188,11 +187,13 @@ def _baseline_rows(path: Path, record: RunRecord) -> list[dict[str, Any]]:
         frame = load_per_image({"run": path.parent, "evaluation": f"baseline_{split}"})
         if frame is None:
             continue
-        means = frame.mean(numeric_only=True)
-        scores = {k: float(v) for k, v in means.items() if k not in COUNTS}
-        if set(COUNTS) <= set(frame.columns):  # pooled over the images, as the chapters' own
-            summed = {c: int(frame[c].sum()) for c in COUNTS}
-            scores |= {f"pooled_{k}": v for k, v in scores_from_counts(**summed).items()}
+        if set(COUNTS) <= set(frame.columns):  # the scorer's summary: means and pooled scores
+            scorer = SegmentationScorer()
+            for image_id, row in frame[list(COUNTS)].iterrows():
+                scorer.add_counts(image_id, *(int(row[c]) for c in COUNTS))
+            scores = scorer.summary()
+        else:  # written before the counts were: the means alone
+            scores = {k: float(v) for k, v in frame.mean(numeric_only=True).items()}
         rows.append(
             {
                 "method": f"{BASELINE} ({record.chapter}'s input)",
@@ -479,13 +480,14 @@ def interval_table(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     columns = ["method", "data", "evaluated on", "images"]
     columns += [f"{LABELS.get(m, m)} [95% CI]" for m in INTERVAL_METRICS] + [pooled]
     rows = []
+    runs = runs.assign(data_shown=_data(runs))
     for _, row in runs.sort_values(["dataset", "jaccard"], ascending=[True, False]).iterrows():
         frame = load_per_image(row)
         if frame is None:
             continue
         shown = dict.fromkeys(columns, "") | {
             "method": row["method"],
-            "data": f"{row['dataset']} ({row['profile']})",
+            "data": row["data_shown"],
             "evaluated on": row["evaluated on"],
             "images": len(frame),
         }

@@ -21,7 +21,12 @@ from lessons_lib.metrics.functional import (
     scores_from_counts,
 )
 
-__all__ = ["POOLED", "SegmentationScorer"]
+__all__ = ["COUNTS", "POOLED", "SegmentationScorer"]
+
+COUNTS = ("tp", "fp", "tn", "fn")
+"""The confusion counts kept per image (:meth:`SegmentationScorer.counts`' columns, and a
+per-image CSV's beside the scores): what every metric, and every pooled score, is computed
+from."""
 
 POOLED = ("accuracy", "sensitivity", "specificity", "dice", "jaccard")
 """The metrics :meth:`SegmentationScorer.summary` also pools over the set (``pooled_<name>``);
@@ -80,9 +85,7 @@ class SegmentationScorer:
 
     def counts(self) -> pd.DataFrame:
         """Confusion counts, one row per image (index ``image_id``, columns ``tp fp tn fn``)."""
-        frame = pd.DataFrame.from_dict(
-            self._counts, orient="index", columns=["tp", "fp", "tn", "fn"]
-        )
+        frame = pd.DataFrame.from_dict(self._counts, orient="index", columns=list(COUNTS))
         return frame.rename_axis("image_id").astype("int64")
 
     def per_image(self, counts: bool = False) -> pd.DataFrame:
@@ -115,9 +118,7 @@ class SegmentationScorer:
         if not self._counts:
             raise ValueError("no image was added to this scorer")
         result = {name: float(value) for name, value in self.per_image().mean().items()}
-        pooled = scores_from_counts(
-            **{k: sum(c[k] for c in self._counts.values()) for k in ("tp", "fp", "tn", "fn")}
-        )
+        pooled = scores_from_counts(**{k: sum(c[k] for c in self._counts.values()) for k in COUNTS})
         for name in POOLED:
             result[f"pooled_{name}"] = pooled[name]
         result["n_images"] = len(self._counts)
