@@ -100,6 +100,8 @@ class RunRecord:
         environment: Versions, device, hardware and git revision.
         finished: ISO time stamp.
         gpu_peak_memory_gb: Peak GPU memory of the run (``None`` on a CPU).
+        peak_rss_gb: Peak resident memory (RAM) of the process that ran the chapter, in GiB
+            (``None`` where the system does not say).
         details: Chapter-specific figures (e.g. FLOPs per training image).
         schema: :data:`SCHEMA_VERSION` of the file.
     """
@@ -118,6 +120,7 @@ class RunRecord:
     environment: dict[str, Any]
     finished: str
     gpu_peak_memory_gb: float | None = None
+    peak_rss_gb: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 

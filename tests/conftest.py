@@ -46,6 +46,10 @@ Other parameters, one run for each thing it shows:
   Python process training each chapter's full-profile network two steps at 64x64, marked
   ``slow``).
 
+The session ends with a table of every chapter run it made (papermill's and nbval's) and its
+kernel's peak RAM and wall time, the largest first (:func:`print_notebook_runs`): where the
+suite's memory goes is in CI's log.
+
 Two workers share the cores (``make test``: ``-n 2 --dist loadscope``): a notebook's nbval cells
 stay together in one kernel, each test module on one worker, and each notebook run of
 ``tests/notebooks/`` is sent on its own (:func:`pytest_xdist_make_scheduler`).
@@ -53,9 +57,11 @@ stay together in one kernel, each test module on one worker, and each notebook r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +156,7 @@ def papermill(path: Path, output: Path, parameters: dict, env: dict | None = Non
 
     saved = {k: os.environ.get(k) for k in env or {}}
     os.environ.update(env or {})
+    start = time.time()
     try:
         pm.execute_notebook(
             str(path),
@@ -159,12 +166,45 @@ def papermill(path: Path, output: Path, parameters: dict, env: dict | None = Non
             progress_bar=False,
             kernel_name="python3",
         )
+        runs = Path(parameters.get("out_dir") or os.environ["LESSONS_RUNS"])
+        log_notebook_runs(runs, start, f"{path.stem} {_short(parameters)}")
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+NOTEBOOK_RUNS_LOG = "notebook-runs.jsonl"
+"""In the session's folder: each notebook run's peak RAM and wall time, printed at the end."""
+
+
+def _short(parameters: dict) -> str:
+    """The parameters a run was given, paths left out (for the session's table)."""
+    shown = {k: v for k, v in parameters.items() if not k.endswith(("_dir", "_path"))}
+    return " ".join(f"{k}={v}" for k, v in shown.items())[:70] or "(defaults)"
+
+
+def log_notebook_runs(runs: Path, since: float, label: str) -> None:
+    """Append every ``metrics.json`` under ``runs`` written after ``since`` (the kernel's
+    :attr:`~lessons_lib.record.RunRecord.peak_rss_gb` and wall time) to the session's log."""
+    lines = []
+    for metrics in runs.rglob("metrics.json"):
+        if metrics.stat().st_mtime >= since:
+            record = json.loads(metrics.read_text())
+            lines.append(
+                json.dumps(
+                    {
+                        "run": label,
+                        "peak_rss_gb": record.get("peak_rss_gb"),
+                        "wall_time_s": record.get("wall_time_s"),
+                    }
+                )
+            )
+    if lines:  # one short append per run: whole lines, whichever worker writes
+        with open(shared_folder() / NOTEBOOK_RUNS_LOG, "a") as log:
+            log.write("".join(f"{line}\n" for line in lines))
 
 
 def shared_folder() -> Path:
@@ -281,6 +321,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)
 
 
+def print_notebook_runs(reporter: Any, shared: Path) -> None:
+    """Every notebook run of the session (papermill's, logged by :func:`log_notebook_runs`, and
+    nbval's) with its kernel's peak RAM and wall time, the largest first: where the suite's
+    memory goes (the README's budget) is in CI's log, as the slowest tests are."""
+    rows = []
+    log = shared / NOTEBOOK_RUNS_LOG
+    if log.is_file():
+        rows += [json.loads(line) for line in log.read_text().splitlines() if line]
+    for metrics in sorted((shared / "nbval_runs").glob("*/*/metrics.json")):
+        record = json.loads(metrics.read_text())
+        rows.append(
+            {
+                "run": f"{metrics.parent.parent.name} (nbval)",
+                "peak_rss_gb": record.get("peak_rss_gb"),
+                "wall_time_s": record.get("wall_time_s"),
+            }
+        )
+    if not rows:
+        return
+    reporter.write_sep("=", f"notebook runs: the kernel's peak RAM and wall time ({len(rows)})")
+    for row in sorted(rows, key=lambda r: -(r["peak_rss_gb"] or 0)):
+        ram = "?" if row["peak_rss_gb"] is None else f"{row['peak_rss_gb']:.2f} GiB"
+        reporter.write_line(f"{ram:>10} {row['wall_time_s'] or 0:7.1f} s  {row['run']}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The determinism check, in the main process once every test has run: each chapter that
     both papermill (``chapter_runs``) and nbval ran at its defaults must give the same scores
@@ -298,6 +363,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             compared.append(str(run))
             problems += [f"{run}: {p}" for p in run_differences(first / run, second / run)]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        print_notebook_runs(reporter, shared)
     if reporter is not None and compared:
         reporter.write_sep("=", "determinism: papermill's and nbval's runs of each chapter")
         for line in problems or [f"identical: {', '.join(compared)}"]:

@@ -117,6 +117,7 @@ def test_chapter_runs_under_papermill(path: Path, chapter_runs: dict[str, Path])
             assert 0.0 <= metrics[key] <= 1.0, key
         assert (out / f"per_image_{result['name']}.csv").is_file()
     assert {"environment", "wall_time_s", "timings_s"} <= set(record)
+    assert 0.2 < record["peak_rss_gb"] < 8, "the kernel's peak RAM, in GiB"
     assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files left behind"
 
 

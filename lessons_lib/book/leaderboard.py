@@ -110,7 +110,8 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         dataset, evaluation, evaluated on, profile``, the :data:`METRICS`, ``n_images``,
         ``reported`` (the paper's numbers, a list of :class:`lessons_lib.reported.Reported`),
         ``scores`` (every score of the result, pooled ones included), ``n_parameters``,
-        ``wall_time_s``, ``gpu_peak_memory_gb`` (``None`` on a CPU), ``device``,
+        ``wall_time_s``, ``gpu_peak_memory_gb`` (``None`` on a CPU), ``peak_rss_gb`` (the
+        process's peak RAM; ``None`` where not recorded), ``device``,
         ``finished``, ``settings`` (a summary of the parameters),
         ``data`` (the run's ``data_identity``), ``external`` (the dataset key of an external
         validation, :meth:`lessons_lib.chapter.Run.external_evaluation`; else ``None``) and
@@ -139,6 +140,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
                 n_parameters=np.nan if record.n_parameters is None else record.n_parameters,
                 wall_time_s=record.wall_time_s,
                 gpu_peak_memory_gb=record.gpu_peak_memory_gb,
+                peak_rss_gb=record.peak_rss_gb,
                 device=env.get("gpu") or env.get("device"),
                 finished=record.finished,
                 settings=_settings(record.params),
@@ -163,6 +165,7 @@ def collect_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
         "n_parameters",
         "wall_time_s",
         "gpu_peak_memory_gb",
+        "peak_rss_gb",
         "device",
         "finished",
         "settings",
@@ -210,6 +213,7 @@ def _baseline_rows(path: Path, record: RunRecord) -> list[dict[str, Any]]:
                 "n_parameters": np.nan,
                 "wall_time_s": record.wall_time_s,
                 "gpu_peak_memory_gb": record.gpu_peak_memory_gb,
+                "peak_rss_gb": record.peak_rss_gb,
                 "device": record.environment.get("gpu") or record.environment.get("device"),
                 "finished": record.finished,
                 "settings": "",
@@ -321,7 +325,8 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
 
     Columns ``method`` (the chapter), ``data`` (dataset and profile), ``device``, ``parameters``
     (the network's trainable parameters), ``run time`` (wall time: data preparation, training,
-    evaluation and figures), ``GPU memory`` (peak, measured; empty on a CPU), ``finished`` and
+    evaluation and figures), ``GPU memory`` (peak, measured; empty on a CPU), ``RAM`` (the
+    process's peak resident memory; empty where not recorded), ``finished`` and
     ``settings`` (every parameter but paths). The estimate of what a GPU run costs, beside what
     GPU runs measured, is :func:`cost_table`'s.
     """
@@ -335,6 +340,9 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "run time": first["wall_time_s"].map(_duration),
             "GPU memory": first["gpu_peak_memory_gb"].map(
                 lambda g: "" if g is None or pd.isna(g) else f"{g:.1f} GB"
+            ),
+            "RAM": first["peak_rss_gb"].map(
+                lambda g: "" if g is None or pd.isna(g) else f"{g:.1f} GiB"
             ),
             "finished": first["finished"],
             "settings": first["settings"],

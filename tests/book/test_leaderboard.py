@@ -242,6 +242,7 @@ def test_tables(runs: Path):
     made = lb.run_table(df).set_index("method")  # one row per run: its cost and settings
     assert len(made) == 3 and made.loc["001_cdnn", "parameters"] == "5,042,589"
     assert set(made["run time"]) == {"2.1 min"} and set(made["GPU memory"]) == {""}
+    assert set(made["RAM"]) == {""}  # records without the field (written before it existed)
     assert "epochs=[2, 1]" in made.loc["001_cdnn", "settings"]
     reported = lb.reported_table(df)
     assert len(reported) == 4 and set(reported["metric"]) == {"JA"}
@@ -497,9 +498,11 @@ def test_smoke_runs_stand_apart_from_real_data(runs: Path, tmp_path: Path):
 
 
 def test_run_table_shows_a_gpu_runs_measured_memory(tmp_path: Path):
-    write_run(tmp_path, "002_unet", "full", "isic2018", gpu=("NVIDIA H100", 31.25))
+    run = write_run(tmp_path, "002_unet", "full", "isic2018", gpu=("NVIDIA H100", 31.25))
+    edit_record(run, lambda record: record.update(peak_rss_gb=7.46))
     made = lb.run_table(lb.collect_runs(tmp_path)).iloc[0]
     assert made["device"] == "NVIDIA H100" and made["GPU memory"] == "31.2 GB"
+    assert made["RAM"] == "7.5 GiB"
     assert made["data"] == "isic2018 (full)"
 
 
