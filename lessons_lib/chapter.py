@@ -85,15 +85,15 @@ def git_revision() -> str:
 
 
 def peak_rss_gb() -> float | None:
-    """This process's peak resident memory (RAM) so far, in GiB; ``None`` where the system does
-    not report it (Windows has no ``resource`` module)."""
+    """This process's peak resident memory (RAM) so far, in GiB to two decimals; ``None`` where
+    the system does not report it (Windows has no ``resource`` module)."""
     try:
         import resource
     except ImportError:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
-    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 2)
 
 
 def environment() -> dict[str, Any]:
@@ -769,7 +769,6 @@ class Run:
         peak = None
         if torch.cuda.is_available():
             peak = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        rss = peak_rss_gb()
         record = RunRecord(
             chapter=self.chapter,
             paper=self.paper,
@@ -785,7 +784,7 @@ class Run:
             environment=self.env,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             gpu_peak_memory_gb=peak,
-            peak_rss_gb=None if rss is None else round(rss, 2),
+            peak_rss_gb=peak_rss_gb(),
             details=details,
         )
         resumes = [*self.out.glob("models/*.resume.*"), *self.out.glob("*/models/*.resume.*")]

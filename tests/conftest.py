@@ -166,7 +166,9 @@ def papermill(path: Path, output: Path, parameters: dict, env: dict | None = Non
             progress_bar=False,
             kernel_name="python3",
         )
-        runs = Path(parameters.get("out_dir") or os.environ["LESSONS_RUNS"])
+        # this notebook's own folder: the other worker may be writing a chapter's run beside it
+        out = parameters.get("out_dir")
+        runs = Path(out) if out else Path(os.environ["LESSONS_RUNS"]) / path.stem
         log_notebook_runs(runs, start, f"{path.stem} {_short(parameters)}")
     finally:
         for key, value in saved.items():

@@ -787,16 +787,15 @@ def predict_folder(
                 "keep one image per name stem",
             )
     problems = check_images(images, spec["prepare_size"])
-    if problems and (not skip_bad or len(problems) == len(images)):
+    all_bad = len(problems) == len(images)
+    if problems and (not skip_bad or all_bad):
         listed = "\n".join(f"  {err}".replace("\n", "\n  ") for err in problems)
         raise DataError(
             f"{len(problems)} of {len(images)} images cannot be read; nothing was predicted:\n"
             f"{listed}",
             images_dir,
             "fix or remove them (each has its fix above)"
-            + (
-                "" if len(problems) == len(images) else ", or pass --skip-bad to predict the others"
-            ),
+            + ("" if all_bad else ", or pass --skip-bad to predict the others"),
         )
     bad = {err.path for err in problems}
     images = [image for image in images if image not in bad]
