@@ -11,7 +11,6 @@ share above 100 % is possible: the convolution library may multiply less than th
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -66,6 +65,7 @@ def _row(name: str, value: float, unit: str) -> dict:
 
 
 if __name__ == "__main__":
+    from chapters import names_from_command_line
     from table import print_table
 
-    print_table(run(names=sys.argv[1:] or None))
+    print_table(run(names=names_from_command_line(__doc__)))

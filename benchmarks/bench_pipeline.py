@@ -22,7 +22,6 @@ Workers needed = ceil(needed / one worker's rate); the row also shows the recipe
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -126,6 +125,7 @@ def _row(name: str, value: float, unit: str) -> dict:
 
 
 if __name__ == "__main__":
+    from chapters import names_from_command_line
     from table import print_table
 
-    print_table(run(names=sys.argv[1:] or None))
+    print_table(run(names=names_from_command_line(__doc__)))

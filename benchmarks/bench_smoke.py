@@ -52,6 +52,9 @@ def _row(name: str, value: float, unit: str, target: float) -> dict:
 
 
 if __name__ == "__main__":
+    from chapters import names_from_command_line
     from table import print_table
 
-    print_table(run(names=sys.argv[1:] or None))
+    from lessons_lib.recipes import OTHER_CHAPTERS
+
+    print_table(run(names=names_from_command_line(__doc__, others=OTHER_CHAPTERS)))

@@ -115,3 +115,36 @@ def chapters(names: Iterable[str] | None = None, profile: str = PROFILE) -> list
     from lessons_lib.recipes import CHAPTERS
 
     return [chapter(name, profile) for name in (CHAPTERS if names is None else names)]
+
+
+def names_from_command_line(
+    doc: str, argv: list[str] | None = None, others: Iterable[str] = ()
+) -> list[str] | None:
+    """The chapter ids a per-chapter benchmark run as a script was given (``None``: all).
+
+    Args:
+        doc: The benchmark module's docstring (its first paragraph is ``--help``'s text).
+        argv: The arguments (default: the command line's).
+        others: Ids it also measures besides the recipes' chapters (the smoke benchmark's
+            notebooks without a recipe).
+
+    Returns:
+        The ids in the order given, or ``None`` when none were.
+
+    Raises:
+        SystemExit: On ``--help``, and on an unknown id, with the valid ones listed.
+    """
+    import argparse
+
+    from lessons_lib.recipes import CHAPTERS
+
+    valid = [*CHAPTERS, *others]
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument(
+        "chapters", nargs="*", metavar="CHAPTER", help=f"{', '.join(valid)}; default: all"
+    )
+    args = parser.parse_args(argv)
+    unknown = [c for c in args.chapters if c not in valid]
+    if unknown:
+        parser.error(f"unknown chapter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return args.chapters or None

@@ -78,6 +78,27 @@ def test_every_chapter_is_read_from_its_recipe(bench) -> None:
         c.build()  # on the meta device: the registry accepts the recipe's arguments
 
 
+def test_a_benchmark_script_takes_chapter_ids_and_refuses_others(bench, capsys) -> None:
+    """``python benchmarks/bench_smoke.py [CHAPTER ...]`` (and the models and pipeline scripts):
+    ids as given, all by default, an unknown id (``--help`` was once run as a notebook) an error
+    that lists the valid ones."""
+    doc = "A benchmark.\n\nMore."
+    assert bench.names_from_command_line(doc, []) is None
+    assert bench.names_from_command_line(doc, ["001_cdnn29", "000_lesionseg"]) == [
+        "001_cdnn29",
+        "000_lesionseg",
+    ]
+    assert bench.names_from_command_line(doc, ["notes"], others=["notes"]) == ["notes"]
+    with pytest.raises(SystemExit) as stop:
+        bench.names_from_command_line(doc, ["001_cdnn29", "--help"])
+    assert stop.value.code == 0 and "A benchmark." in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        bench.names_from_command_line(doc, ["001", "notes"])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "unknown chapter(s) 001, notes" in error and "valid: " + ", ".join(CHAPTERS) in error
+
+
 @pytest.mark.parametrize(
     ("chapter", "name", "value"),
     [("001_cdnn29", "batch_size", 9), ("002_resnet34_unet", "batch_size", (8, 4))],
