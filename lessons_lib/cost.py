@@ -83,14 +83,15 @@ class GPU:
 
 
 # NVIDIA A100 Tensor Core GPU datasheet: FP32 19.5 TFLOPS, FP16 Tensor Core 312 TFLOPS (624 with
-# sparsity), 40 GB HBM2.
-A100_40GB = GPU("NVIDIA A100 40GB", memory_gb=40.0, fp32_tflops=19.5, fp16_tflops=312.0)
+# sparsity), 40 GB HBM2 (torch.cuda reports 39.39 to 39.59 GiB with the driver: the least here).
+A100_40GB = GPU("NVIDIA A100 40GB", memory_gb=39.39, fp32_tflops=19.5, fp16_tflops=312.0)
 # NVIDIA Ada Lovelace GPU architecture whitepaper, GeForce RTX 4090: peak FP32 82.6 TFLOPS, peak
-# FP16 Tensor TFLOPS with FP32 accumulate 165.2 (330.4 with sparsity), 24 GB GDDR6X.
-RTX_4090 = GPU("NVIDIA GeForce RTX 4090", memory_gb=24.0, fp32_tflops=82.6, fp16_tflops=165.2)
+# FP16 Tensor TFLOPS with FP32 accumulate 165.2 (330.4 with sparsity), 24 GB GDDR6X (torch.cuda
+# reports 23.61 to 23.68 GiB with the driver: the least here).
+RTX_4090 = GPU("NVIDIA GeForce RTX 4090", memory_gb=23.61, fp32_tflops=82.6, fp16_tflops=165.2)
 # NVIDIA T4 Tensor Core GPU datasheet: single precision 8.1 TFLOPS, mixed precision (FP16/FP32)
-# 65 TFLOPS, 16 GB GDDR6 (15 GiB as torch.cuda reports it on Colab's free tier).
-T4 = GPU("NVIDIA T4", memory_gb=15.0, fp32_tflops=8.1, fp16_tflops=65.0)
+# 65 TFLOPS, 16 GB GDDR6 (torch.cuda reports 14.56 to 14.75 GiB with the driver: the least here).
+T4 = GPU("NVIDIA T4", memory_gb=14.56, fp32_tflops=8.1, fp16_tflops=65.0)
 """Colab's free-tier GPU: the card the ``colab`` profile is sized for."""
 # NVIDIA H100 Tensor Core GPU datasheet, H100 SXM: FP32 67 TFLOPS, FP16 Tensor Core 1,979 TFLOPS
 # with sparsity (989.5 dense), 80 GB HBM3 (79.1 GiB as torch.cuda reports it).
@@ -316,10 +317,10 @@ class CostEstimate:
                 "GFLOP/image train": "" if s.batch_size is None else round(s.flops_train / 1e9, 1),
                 "PFLOP": round(s.flops / 1e15, 2),
                 "GPU hours": round(s.flops / self.sustained_flops / 3600, 2),
-                "activations GB": ""
+                "activations GiB": ""
                 if s.activation_bytes is None
                 else round(s.activation_bytes / GIB, 2),
-                "memory GB": round(self.memory_bytes(s) / GIB, 2),
+                "memory GiB": round(self.memory_bytes(s) / GIB, 2),
             }
         rows["total"] = {
             "input": "",
@@ -333,8 +334,8 @@ class CostEstimate:
             "GFLOP/image train": "",
             "PFLOP": round(self.flops / 1e15, 2),
             "GPU hours": round(self.gpu_hours, 2),
-            "activations GB": "",
-            "memory GB": round(self.peak_memory_gb, 2),
+            "activations GiB": "",
+            "memory GiB": round(self.peak_memory_gb, 2),
         }
         return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -348,15 +349,15 @@ class CostEstimate:
         states = OPTIMIZER_STATES[self.optimizer]
         return "\n".join(
             [
-                f"assumed GPU: {gpu.name}, {gpu.memory_gb:g} GB, peak {gpu.fp16_tflops:g} "
+                f"assumed GPU: {gpu.name}, {gpu.memory_gb:g} GiB, peak {gpu.fp16_tflops:g} "
                 f"TFLOP/s fp16 tensor cores, {gpu.fp32_tflops:g} TFLOP/s fp32",
                 f"assumed sustained: {self.efficiency:.0%} of the {precision} peak = "
                 f"{self.sustained_flops / 1e12:.1f} TFLOP/s",
                 f"network: {self.parameters:,} trainable parameters; {self.optimizer} keeps "
                 f"{states} fp32 value{'s' if states != 1 else ''} per parameter",
-                f"memory: {parts} = {sum(state.values()) / GIB:.2f} GB,",
-                f"  plus the saved activations: peak {self.peak_memory_gb:.2f} GB of "
-                f"{gpu.memory_gb:g} GB, {verdict}",
+                f"memory: {parts} = {sum(state.values()) / GIB:.2f} GiB,",
+                f"  plus the saved activations: peak {self.peak_memory_gb:.2f} GiB of "
+                f"{gpu.memory_gb:g} GiB, {verdict}",
                 f"time: {self.flops / 1e15:.2f} PFLOP, about {self.gpu_hours:.2f} GPU hours "
                 f"({self.gpu_hours * 60:.0f} min)",
             ]

@@ -218,10 +218,10 @@ def test_the_gpu_check_runs_every_chapter_tiny_on_a_cpu(tmp_path: Path) -> None:
         assert row["images/s"] > 0 and row["estimated images/s"] > 0, chapter
         assert row["speed ratio"] == pytest.approx(row["images/s"] / row["estimated images/s"])
         assert row["loss finite"] and 0 <= row["fp16 - fp32 max"] <= 1
-        assert row["loader workers needed"] >= 1 and row["peak memory GB"] is None  # no GPU
+        assert row["loader workers needed"] >= 1 and row["peak memory GiB"] is None  # no GPU
         assert row["batch copy ms (pinned)"] is None  # pinning needs CUDA
         estimate = get_recipe(chapter).estimate_cost("full")
-        assert row["estimated memory GB"] <= estimate.peak_memory_gb + 1e-9
+        assert row["estimated memory GiB"] <= estimate.peak_memory_gb + 1e-9
     for chapter in CHAPTERS:
         assert chapter in done.stdout  # the printed table
     if not torch.cuda.is_available():

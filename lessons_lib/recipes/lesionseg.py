@@ -87,7 +87,7 @@ class LesionSegRecipe(Recipe):
         Param(
             "epochs",
             "int",
-            "at most this many epochs; early stopping usually ends training before",
+            "at most this many epochs; early stopping (patience) may end training before",
             # laptop: 60 epochs at 128 px took 13.4 minutes for the whole notebook on 2 cores (13 s
             # an epoch); on a PH2-sized stand-in the best held-out epoch was 55, so more would
             # likely help (about 85 fit this machine's 20 minutes; 60 leave room for a slower
@@ -238,7 +238,8 @@ class LesionSegRecipe(Recipe):
 
     def cost_stages(self, P: SimpleNamespace, splits: Mapping[str, int]) -> list:  # noqa: N803
         """One stage of at most ``epochs`` epochs on the training images less the held-out
-        fraction, which is scored after every epoch (early stopping usually ends it sooner)."""
+        fraction, which is scored after every epoch (an upper bound: early stopping may end it
+        sooner)."""
         from lessons_lib.cost import Stage
 
         n_held = round(P.hold_out * splits["train"])  # as split_pairs rounds it

@@ -54,7 +54,7 @@ def write_run(
         method: Every result's ``method`` (an ablation's name).
         data_identity: The record's; default ``<dataset>:default`` (runs on the same images).
         details: The record's ``details`` (e.g. a ``cost_estimate``).
-        gpu: ``(name, peak memory in GB)`` of a run on a GPU; default a CPU run.
+        gpu: ``(name, peak memory in GiB)`` of a run on a GPU; default a CPU run.
     """
     out = runs / chapter / f"{profile}-{dataset}"
     out.mkdir(parents=True)
@@ -472,10 +472,10 @@ def test_cost_table_puts_a_gpu_run_beside_its_profiles_estimate(tmp_path: Path):
     write_run(tmp_path, "001_cdnn", profile="colab", dataset="isic2017", gpu=("Tesla T4", 5.0))
     table = lb.cost_table(lb.read_records(tmp_path))
     row = table.loc[("001_cdnn", "full")]
-    assert row["measured peak memory GB"] == 7.5 and row["measured on"] == "A100"
+    assert row["measured peak memory GiB"] == 7.5 and row["measured on"] == "A100"
     assert row["measured hours"] == round(125.0 / 3600, 2)
     colab = table.loc[("001_cdnn", "colab")]
-    assert colab["measured peak memory GB"] == 5.0 and colab["measured on"] == "Tesla T4"
+    assert colab["measured peak memory GiB"] == 5.0 and colab["measured on"] == "Tesla T4"
 
 
 def test_cost_table_skips_what_is_not_an_estimate(tmp_path: Path):
@@ -501,7 +501,7 @@ def test_run_table_shows_a_gpu_runs_measured_memory(tmp_path: Path):
     run = write_run(tmp_path, "002_unet", "full", "isic2018", gpu=("NVIDIA H100", 31.25))
     edit_record(run, lambda record: record.update(peak_rss_gb=7.46))
     made = lb.run_table(lb.collect_runs(tmp_path)).iloc[0]
-    assert made["device"] == "NVIDIA H100" and made["GPU memory"] == "31.2 GB"
+    assert made["device"] == "NVIDIA H100" and made["GPU memory"] == "31.2 GiB"
     assert made["RAM"] == "7.5 GiB"
     assert made["data"] == "isic2018 (full)"
 
