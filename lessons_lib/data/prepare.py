@@ -38,7 +38,7 @@ from lessons_lib.atomic import (
     write_with,
 )
 from lessons_lib.data.io import check_match, decode_image, open_image, read_mask, to_rgb
-from lessons_lib.data.layouts import available_splits, find_pairs
+from lessons_lib.data.layouts import LAYOUTS, available_splits, find_pairs
 from lessons_lib.errors import DataError
 from lessons_lib.parallel import parallel_map
 
@@ -231,11 +231,24 @@ class PreparedData:
         return cls(path, json.loads((path / MANIFEST).read_text()))
 
 
-def default_out(root: Path, dataset: str, size: int, limit: int | None = None) -> Path:
-    """``<cache>/prepared/<dataset>-<hash of root>-<size>[-first<limit>]``."""
+def default_out(
+    root: Path, dataset: str, size: int, limit: int | None = None, seed: int = 0
+) -> Path:
+    """``<cache>/prepared/<dataset>-<hash of root>-<size>[-seed<seed>][-first<limit>]``.
+
+    The seed is in the name of a dataset whose split is drawn from it (PH2, ``folder``): its
+    images sit in other split folders under another seed, so runs of two seeds, at once or one
+    after the other, each keep a cache of their own instead of rewriting one under the other.
+    """
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
+    seeded = f"-seed{seed}" if seeded_split_dataset(dataset) else ""
     first = f"-first{limit}" if limit is not None else ""
-    return cache_dir() / "prepared" / f"{dataset}-{digest}-{size}{first}"
+    return cache_dir() / "prepared" / f"{dataset}-{digest}-{size}{seeded}{first}"
+
+
+def seeded_split_dataset(dataset: str) -> bool:
+    """Whether ``dataset`` has no official split, so that its split is drawn from a seed."""
+    return dataset not in LAYOUTS
 
 
 def _positive_int(name: str, value: object, unit: str) -> int:
@@ -293,7 +306,8 @@ def prepare(
         root: Dataset root, as for :func:`~lessons_lib.data.find_pairs`.
         dataset: Dataset key.
         size: Shorter side of the cached images, in pixels (at least the training size).
-        out: Cache folder; default ``<cache>/prepared/<dataset>-<hash of root>-<size>``.
+        out: Cache folder; default ``<cache>/prepared/<dataset>-<hash of root>-<size>``,
+            with ``-seed<seed>`` for a dataset split by seed (:func:`default_out`).
         splits: Which splits to prepare; default every split the layout has.
         workers: Processes decoding in parallel (:func:`lessons_lib.parallel.parallel_map`;
             Ctrl-C stops them cleanly, and the next call resumes).
@@ -309,7 +323,8 @@ def prepare(
         TypeError, ValueError: ``size`` or ``workers`` is not a whole number >= 1.
         WriteError: the cache folder is read-only or full (a :class:`DataError` naming
             ``LESSONS_CACHE`` and ``out``).
-        DataError: the data is missing or unreadable.
+        DataError: the data is missing or unreadable; ``out`` holds another dataset, size,
+            or (for a dataset split by seed) another seed's split.
     """
     size = _positive_int("size", size, "pixels")
     workers = _positive_int("workers", workers, "processes")
@@ -318,7 +333,7 @@ def prepare(
     root = Path(root).expanduser().resolve()
     explicit = out is not None
     try:
-        out = Path(out).expanduser() if explicit else default_out(root, dataset, size, limit)
+        out = Path(out).expanduser() if explicit else default_out(root, dataset, size, limit, seed)
         ensure_writable(out)
     except WriteError as err:
         raise _unwritable(err, explicit) from None
@@ -332,6 +347,14 @@ def prepare(
                 f"already holds {old['dataset']} from {old['root']} at size {old['size']}",
                 out,
                 "choose another output folder, or delete this one",
+            )
+        if seeded_split_dataset(dataset) and old.get("seed", 0) != seed:
+            # preparing it again would move images between its split folders under the feet
+            # of a run that reads them
+            raise DataError(
+                f"already holds the split drawn with seed {old.get('seed', 0)}, not {seed}",
+                out,
+                "choose another output folder for this seed, or delete this one",
             )
         kept = [e for e in old["entries"] if e["split"] not in splits]
     jobs, entries = [], []

@@ -333,6 +333,44 @@ def test_ctrl_c_is_one_line_and_exit_130(
     assert (out, err) == ("", "interrupted\n")
 
 
+def test_each_seed_of_a_seeded_split_prepares_into_a_cache_of_its_own(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A ``folder`` (or PH2) dataset's split is drawn from the seed, so its cache folder names
+    the seed: preparing seed 2 leaves seed 1's cache whole (a run of seed 1 still reading it
+    lost its images when both shared one folder). An official split's cache has no seed, and
+    a folder given as ``out`` that holds another seed's split is refused, not rewritten."""
+    monkeypatch.setenv("LESSONS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "own"
+    for i in range(20):
+        write_pair(root / "images" / f"a{i:02d}.png", root / "masks" / f"a{i:02d}.png", seed=i)
+    first = prepare(root, "folder", size=20, workers=1, seed=1)
+    files = {e["id"]: first.path / e["image"] for e in first.entries()}
+    second = prepare(root, "folder", size=20, workers=1, seed=2)
+    assert first.path != second.path and first.path.name.endswith("-20-seed1")
+    assert {e["id"]: e["split"] for e in first.entries()} != {
+        e["id"]: e["split"] for e in second.entries()
+    }
+    assert all(path.is_file() for path in files.values())  # seed 1's run can go on reading
+    assert PreparedData.load(first.path).manifest["seed"] == 1
+    assert prepare(root, "folder", size=20, workers=1, seed=1).path == first.path  # reused
+    with pytest.raises(DataError, match="seed 1, not 2") as refused:
+        prepare(root, "folder", size=20, out=first.path, workers=1, seed=2)
+    assert str(first.path) in str(refused.value)
+    isic = tmp_path / "isic"
+    for split in ("Training", "Validation", "Test_v2"):
+        for i in range(2):
+            write_pair(
+                isic / f"ISIC-2017_{split}_Data" / f"ISIC_{split[:2]}{i}.jpg",
+                isic
+                / f"ISIC-2017_{split}_Part1_GroundTruth"
+                / f"ISIC_{split[:2]}{i}_segmentation.png",
+                seed=i,
+            )
+    official = [prepare(isic, "isic2017", size=20, workers=1, seed=s).path for s in (1, 2)]
+    assert official[0] == official[1] and "seed" not in official[0].name
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
