@@ -73,15 +73,25 @@ def test_an_error_in_a_worker_reaches_the_caller_and_cancels_pending_work(
 def test_ctrl_c_cancels_pending_work_and_waits_for_running_work(tmp_path: Path) -> None:
     n = 60
     items = [str(tmp_path / f"item{i:02d}") for i in range(n)]
+    stop = threading.Event()
+
+    def ctrl_c_after_the_first_item() -> None:
+        # not after a fixed time: on a loaded machine the pool's start alone can take longer
+        while not stop.is_set() and not any(tmp_path.glob("item*")):
+            time.sleep(0.01)
+        if not stop.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
     # Ctrl-C's default action here, whatever the test runner set (its workers may ignore it)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    presser = threading.Thread(target=ctrl_c_after_the_first_item)
     try:
-        timer.start()
+        presser.start()
         with pytest.raises(KeyboardInterrupt):
             parallel_map(_work_or_fail, items, 2, max_chunk=1)
     finally:
-        timer.cancel()
+        stop.set()
+        presser.join()
         signal.signal(signal.SIGINT, previous)
     done = sorted(tmp_path.glob("item*"))
     assert 0 < len(done) < n
