@@ -150,15 +150,8 @@ def test_measure_sees_the_memory_of_a_child_process() -> None:
     assert 300 * 2**20 <= result["peak_bytes"] < 2 * 2**30
 
 
-def test_the_laptop_benchmark_builds_its_stand_in_and_reads_a_run(tmp_path: Path) -> None:
-    """``benchmarks/laptop.py``: the PH2-sized stand-in is a seeded draw of ISIC 2017 training
-    pairs in the ``folder`` layout (the same draw twice), and a finished run folder becomes its
-    row: the chapter's JA, the baseline's on the same images and the gap, from ``metrics.json``."""
-    import json
-
-    from lessons_lib.data import find_pairs
-    from lessons_lib.synth import make_dataset
-
+def load_laptop_benchmark():
+    """``benchmarks/laptop.py`` as a module (it imports ``measure`` from its own folder)."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
         spec = importlib.util.spec_from_file_location("laptop_bench", BENCHMARKS / "laptop.py")
@@ -166,6 +159,44 @@ def test_the_laptop_benchmark_builds_its_stand_in_and_reads_a_run(tmp_path: Path
         spec.loader.exec_module(laptop)
     finally:
         sys.path.remove(str(BENCHMARKS))
+    return laptop
+
+
+def write_laptop_run(
+    run: Path, jaccard: float, baseline: float, seed: int = 0, threads: int = 2, **params
+) -> Path:
+    """A finished laptop run's folder as the chapter writes it (the fields the benchmark reads)."""
+    import json
+
+    run.mkdir(parents=True)
+    beside = {
+        "n_images": 4,
+        "jaccard": jaccard,
+        "baseline_jaccard": baseline,
+        "gap": round(jaccard - baseline, 4),
+    }
+    record = {
+        "chapter": "000_lesionseg",
+        "wall_time_s": 600.0,
+        "environment": {"cpu_count": threads},
+        "details": {"baseline": {"test": beside}},
+        "results": [{"name": "external", "metrics": {"jaccard": 0.61234}}],
+    }
+    (run / "metrics.json").write_text(json.dumps(record))
+    given = {"profile": "laptop", "seed": seed, "out_dir": str(run), **params}
+    (run / "params.json").write_text(json.dumps(given))
+    return run
+
+
+def test_the_laptop_benchmark_builds_its_stand_in_and_reads_a_run(tmp_path: Path) -> None:
+    """``benchmarks/laptop.py``: the PH2-sized stand-in is a seeded draw of ISIC 2017 training
+    pairs in the ``folder`` layout (the same draw twice), and a finished run folder becomes its
+    row: the chapter's JA, the baseline's on the same images and the gap, from ``metrics.json``;
+    a run given fewer than the budget's two threads leaves "within budget" open."""
+    from lessons_lib.data import find_pairs
+    from lessons_lib.synth import make_dataset
+
+    laptop = load_laptop_benchmark()
     isic = make_dataset(tmp_path / "isic2017", n=6, n_valid=1, n_test=1, size=32, seed=1)
     first = laptop.make_proxy(isic, tmp_path / "a", n=4)
     again = laptop.make_proxy(isic, tmp_path / "b", n=4)
@@ -173,21 +204,141 @@ def test_the_laptop_benchmark_builds_its_stand_in_and_reads_a_run(tmp_path: Path
     assert len(pairs) == 4 and [p.name for p, _ in pairs] == [
         p.name for p, _ in find_pairs(again, "folder")
     ]
-    run = tmp_path / "run"
-    run.mkdir()
-    beside = {"n_images": 4, "jaccard": 0.8, "baseline_jaccard": 0.7, "gap": 0.1}
-    record = {
-        "chapter": "000_lesionseg",
-        "wall_time_s": 600.0,
-        "details": {"baseline": {"test": beside}},
-        "results": [{"name": "external", "metrics": {"jaccard": 0.61234}}],
-    }
-    (run / "metrics.json").write_text(json.dumps(record))
-    (run / "params.json").write_text(json.dumps({"profile": "laptop"}))
-    row = laptop.read_run(run)
+    row = laptop.read_run(write_laptop_run(tmp_path / "run", 0.8, 0.7))
     assert (row["minutes"], row["JA"], row["baseline JA"], row["gap"]) == (10.0, 0.8, 0.7, 0.1)
-    assert row["within budget"] and row["external JA"] == 0.6123
-    assert "| 000_lesionseg | 10.0 |" in laptop.table([row])
+    assert row["within budget"] is True and row["external JA"] == 0.6123
+    assert (row["seed"], row["threads"]) == (0, 2)
+    assert "| 000_lesionseg | 0 | 2 | 10.0 |" in laptop.table([row])
+    alone = laptop.read_run(write_laptop_run(tmp_path / "one", 0.8, 0.7, threads=1))
+    assert alone["within budget"] == "-"
+
+
+def test_the_laptop_benchmark_averages_the_gap_over_seeds(tmp_path: Path) -> None:
+    """``--seeds``: one run per seed and chapter, each with ``-p seed S`` into its own folder;
+    the summary averages each seed's runs first (a split counts once), gives the lowest and
+    highest gap, and refuses to average runs that differ in more than the seed."""
+    laptop = load_laptop_benchmark()
+    rows = [
+        laptop.read_run(write_laptop_run(tmp_path / "a", 0.80, 0.70, seed=0)),
+        laptop.read_run(write_laptop_run(tmp_path / "b", 0.60, 0.70, seed=0)),
+        laptop.read_run(write_laptop_run(tmp_path / "c", 0.75, 0.80, seed=1)),
+    ]
+    (summary,) = laptop.over_seeds(rows)
+    assert (summary["seeds"], summary["runs"]) == ("0 1", 3)
+    assert summary["mean JA"] == pytest.approx((0.70 + 0.75) / 2)  # not (0.8 + 0.6 + 0.75) / 3
+    assert summary["mean baseline JA"] == pytest.approx(0.75)
+    assert summary["mean gap"] == pytest.approx((0.0 + -0.05) / 2)
+    assert (summary["lowest gap"], summary["highest gap"]) == (-0.1, 0.1)
+    assert summary["above the baseline"] == "1 of 3 runs"
+    assert laptop.over_seeds(rows[:2]) == []  # one seed: nothing to summarise
+    other = laptop.read_run(write_laptop_run(tmp_path / "d", 0.7, 0.7, seed=2, lr=0.01))
+    with pytest.raises(ValueError, match="differ in lr"):
+        laptop.over_seeds([*rows, other])
+
+    calls = []
+
+    def run_chapter(stem, data_dir, dataset, params, out):
+        calls.append((stem, params["seed"], out.name))
+        folder = out / stem
+        row = laptop.read_run(write_laptop_run(folder, 0.7, 0.65, seed=int(params["seed"])))
+        return row
+
+    laptop.run_chapter = run_chapter
+    record = tmp_path / "record.md"
+    argv = ["--data-dir", str(tmp_path), "--chapters", "000", "--seeds", "0", "1"]
+    assert laptop.main([*argv, "--out", str(tmp_path / "runs"), "--record", str(record)]) == 0
+    assert calls == [("000_lesionseg", "0", "seed0"), ("000_lesionseg", "1", "seed1")]
+    text = record.read_text()
+    assert "Over seeds" in text and "| 000_lesionseg | 0 1 | 2 | 0.7 | 0.65 | 0.05 |" in text
+    read = laptop.read_table(text)  # the record's table read back: the same rows
+    assert [{k: v for k, v in r.items() if k != "params"} for r in read] == [
+        {
+            k: v
+            for k, v in laptop.read_run(tmp_path / "runs" / f"seed{s}" / "000_lesionseg").items()
+            if k != "params"
+        }
+        for s in (0, 1)
+    ]
+    assert laptop.table(laptop.over_seeds(read)) in text
+    with pytest.raises(SystemExit):  # the seed given twice
+        laptop.main([*argv, "--param", "seed=3", "--out", str(tmp_path / "again")])
+
+
+STAND_IN_RECORD = BENCHMARKS / "laptop-stand-in.md"
+QUOTED = 0.00055
+"""How far a chapter's 3-decimal quote may lie from the record's 4-decimal value of the same
+number (each rounded from the run's own: 0.7395 in the record may be 0.739 in the chapter)."""
+
+
+def measured_paragraph(chapter: str) -> str:
+    """The chapter's laptop section's **Measured** text (one Markdown cell)."""
+    import json
+
+    notebook = json.loads((BENCHMARKS.parent / "notebooks" / f"{chapter}.ipynb").read_text())
+    (text,) = [
+        "".join(cell["source"])
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "markdown" and "**Measured**" in "".join(cell["source"])
+    ]
+    return text
+
+
+def test_each_chapter_quotes_its_rows_of_the_laptop_record() -> None:
+    """The laptop numbers a chapter's page shows are the record's, typed in two places: each
+    chapter quotes its first row (the run it reports: minutes, peak memory, test JA beside the
+    baseline's, the gap, the external JA) and every other row of its own ("scored ... against
+    the baseline's ... (gap ...), external ..."), and nothing else in that form; the record's
+    summary over seeds is what ``benchmarks/laptop.py`` computes from its rows, and a chapter
+    run on several seeds quotes its mean gap ("the gap averages ... (from ... to ...)")."""
+    import re
+
+    laptop = load_laptop_benchmark()
+    rows = laptop.read_table(STAND_IN_RECORD.read_text())
+    assert {r["chapter"] for r in rows} == set(CHAPTERS)
+    summary = {s["chapter"]: s for s in laptop.over_seeds(rows)}
+    for chapter in CHAPTERS:
+        reported, *others = [r for r in rows if r["chapter"] == chapter]
+        assert (reported["seed"], reported["threads"]) == (0, 2), chapter
+        text = measured_paragraph(chapter)
+        cost = re.search(r"took (\d+\.\d) minutes[^;]*?\(peak memory (\d+\.\d\d) GiB\)", text)
+        assert cost, f"{chapter}: no 'took ... minutes (peak memory ... GiB)'"
+        assert tuple(map(float, cost.groups())) == (reported["minutes"], reported["peak GiB"])
+        score = re.search(
+            r"test mean JA (\d\.\d{3}) against the classical baseline's (\d\.\d{3}) on the "
+            r"same (\d+) images \(gap ([+-]\d\.\d{3})",
+            text,
+        )
+        assert score, f"{chapter}: no 'test mean JA ... against the classical baseline's ...'"
+        external = re.search(r"external (\d\.\d{3})", text[score.end() :])
+        quoted = [*map(float, score.groups()), float(external.group(1))]
+        recorded = [reported[c] for c in ("JA", "baseline JA", "test images", "gap", "external JA")]
+        assert quoted == pytest.approx(recorded, abs=QUOTED), chapter
+        quotes = [
+            list(map(float, q))
+            for q in re.findall(
+                r"scored (\d\.\d{3}) against the baseline's (\d\.\d{3}) \(gap ([+-]\d\.\d{3})\), "
+                r"external (\d\.\d{3})",
+                text,
+            )
+        ]
+        for row in others:
+            values = [row[c] for c in ("JA", "baseline JA", "gap", "external JA")]
+            found = [q for q in quotes if q == pytest.approx(values, abs=QUOTED)]
+            assert found, f"{chapter}: the record's run of seed {row['seed']} is not quoted"
+            quotes.remove(found[0])
+        assert not quotes, f"{chapter} quotes runs the record does not have: {quotes}"
+        mean = re.findall(
+            r"the gap averages ([+-]?\d\.\d{3}) \(from ([+-]\d\.\d{3}) to ([+-]\d\.\d{3})\)", text
+        )
+        if chapter in summary:
+            over = summary[chapter]
+            assert mean, f"{chapter}: runs on several seeds, and no 'the gap averages ...'"
+            assert [float(x) for x in mean[0]] == pytest.approx(
+                [over["mean gap"], over["lowest gap"], over["highest gap"]], abs=QUOTED
+            ), chapter
+        else:
+            assert not mean, f"{chapter} quotes a mean gap the record does not have"
+    assert laptop.table(list(summary.values())) in STAND_IN_RECORD.read_text()
 
 
 @pytest.mark.slow
