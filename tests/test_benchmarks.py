@@ -15,17 +15,25 @@ from lessons_lib.recipes import CHAPTERS, get_recipe
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def bench():
-    """``benchmarks/chapters.py`` as a module (benchmarks/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("benchmarks.chapters", BENCHMARKS / "chapters.py")
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is scripts, not a package), loaded
+    afresh, with its own folder importable (``laptop.py`` imports ``measure``)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks.{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    sys.path.insert(0, str(BENCHMARKS))
     try:
         spec.loader.exec_module(module)
-        yield module
     finally:
-        sys.modules.pop(spec.name, None)
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """``benchmarks/chapters.py`` as a module."""
+    yield load_benchmark("chapters")
+    sys.modules.pop("benchmarks.chapters", None)
 
 
 def _set_full(monkeypatch, recipe, name: str, value) -> None:
@@ -138,9 +146,7 @@ def test_a_rotation_changed_in_the_recipe_changes_the_benchmarked_augmentation(
 def test_measure_sees_the_memory_of_a_child_process() -> None:
     """``benchmarks/measure.py`` (the README's ``make test`` figures): a command whose child
     holds 300 MB for a second is measured at 300 MB or more, and its wall time and status."""
-    spec = importlib.util.spec_from_file_location("measure", BENCHMARKS / "measure.py")
-    measure = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(measure)
+    measure = load_benchmark("measure")
     child = "import time, numpy; a = numpy.ones(300 * 2**20 // 8); time.sleep(1.5)"
     call = f"subprocess.call([sys.executable, '-c', {child!r}])"
     parent = f"import subprocess, sys; sys.exit({call} + 3)"
@@ -148,18 +154,6 @@ def test_measure_sees_the_memory_of_a_child_process() -> None:
     assert result["returncode"] == 3
     assert result["seconds"] >= 1.5
     assert 300 * 2**20 <= result["peak_bytes"] < 2 * 2**30
-
-
-def load_laptop_benchmark():
-    """``benchmarks/laptop.py`` as a module (it imports ``measure`` from its own folder)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("laptop_bench", BENCHMARKS / "laptop.py")
-        laptop = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(laptop)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return laptop
 
 
 def write_laptop_run(
@@ -196,7 +190,7 @@ def test_the_laptop_benchmark_builds_its_stand_in_and_reads_a_run(tmp_path: Path
     from lessons_lib.data import find_pairs
     from lessons_lib.synth import make_dataset
 
-    laptop = load_laptop_benchmark()
+    laptop = load_benchmark("laptop")
     isic = make_dataset(tmp_path / "isic2017", n=6, n_valid=1, n_test=1, size=32, seed=1)
     first = laptop.make_proxy(isic, tmp_path / "a", n=4)
     again = laptop.make_proxy(isic, tmp_path / "b", n=4)
@@ -217,7 +211,7 @@ def test_the_laptop_benchmark_averages_the_gap_over_seeds(tmp_path: Path) -> Non
     """``--seeds``: one run per seed and chapter, each with ``-p seed S`` into its own folder;
     the summary averages each seed's runs first (a split counts once), gives the lowest and
     highest gap, and refuses to average runs that differ in more than the seed."""
-    laptop = load_laptop_benchmark()
+    laptop = load_benchmark("laptop")
     rows = [
         laptop.read_run(write_laptop_run(tmp_path / "a", 0.80, 0.70, seed=0)),
         laptop.read_run(write_laptop_run(tmp_path / "b", 0.60, 0.70, seed=0)),
@@ -292,7 +286,7 @@ def test_each_chapter_quotes_its_rows_of_the_laptop_record() -> None:
     run on several seeds quotes its mean gap ("the gap averages ... (from ... to ...)")."""
     import re
 
-    laptop = load_laptop_benchmark()
+    laptop = load_benchmark("laptop")
     rows = laptop.read_table(STAND_IN_RECORD.read_text())
     assert {r["chapter"] for r in rows} == set(CHAPTERS)
     summary = {s["chapter"]: s for s in laptop.over_seeds(rows)}

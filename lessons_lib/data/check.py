@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lessons_lib.data.io import read_pair
-from lessons_lib.data.layouts import LAYOUTS, SPLITS, find_pairs
+from lessons_lib.data.layouts import SPLITS, find_pairs, split_by_seed
 from lessons_lib.errors import DataError
 from lessons_lib.parallel import parallel_map
 
@@ -51,7 +51,7 @@ def check_dataset(
     try:
         if split is not None and split not in SPLITS:
             raise DataError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-        official = split if dataset in LAYOUTS else None
+        official = None if split_by_seed(dataset) else split
         pairs = find_pairs(root, dataset, official, problems=problems)
     except DataError as err:  # no layout at all, an absent split, a root that is a file
         problems.append(err)

@@ -324,6 +324,12 @@ def _folder_all(root: Path, problems: Problems) -> list[Pair]:
     return _pairs_in(root / "images", root / "masks", ("_segmentation.png", ".png"), problems)
 
 
+def split_by_seed(dataset: str) -> bool:
+    """Whether ``dataset`` has no official split (PH2, ``folder``), so that its split is drawn
+    from a seed (:func:`lessons_lib.data.split.seeded_split`) and changes with it."""
+    return dataset not in LAYOUTS
+
+
 def available_splits(root: Path | str, dataset: str) -> list[str]:
     """The splits of ``dataset`` present under ``root`` (all three for seeded splits).
 
@@ -389,7 +395,7 @@ def find_pairs(
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     check_root(root)
-    if dataset in LAYOUTS:
+    if not split_by_seed(dataset):
         pairs = _official(root, LAYOUTS[dataset], split, problems)
     else:
         pairs = _ph2_all(root, problems) if dataset == "ph2" else _folder_all(root, problems)

@@ -38,7 +38,7 @@ from lessons_lib.atomic import (
     write_with,
 )
 from lessons_lib.data.io import check_match, decode_image, open_image, read_mask, to_rgb
-from lessons_lib.data.layouts import LAYOUTS, available_splits, find_pairs
+from lessons_lib.data.layouts import available_splits, find_pairs, split_by_seed
 from lessons_lib.errors import DataError
 from lessons_lib.parallel import parallel_map
 
@@ -241,14 +241,9 @@ def default_out(
     after the other, each keep a cache of their own instead of rewriting one under the other.
     """
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
-    seeded = f"-seed{seed}" if seeded_split_dataset(dataset) else ""
+    seeded = f"-seed{seed}" if split_by_seed(dataset) else ""
     first = f"-first{limit}" if limit is not None else ""
     return cache_dir() / "prepared" / f"{dataset}-{digest}-{size}{seeded}{first}"
-
-
-def seeded_split_dataset(dataset: str) -> bool:
-    """Whether ``dataset`` has no official split, so that its split is drawn from a seed."""
-    return dataset not in LAYOUTS
 
 
 def _positive_int(name: str, value: object, unit: str) -> int:
@@ -348,7 +343,7 @@ def prepare(
                 out,
                 "choose another output folder, or delete this one",
             )
-        if seeded_split_dataset(dataset) and old.get("seed", 0) != seed:
+        if split_by_seed(dataset) and old.get("seed", 0) != seed:
             # preparing it again would move images between its split folders under the feet
             # of a run that reads them
             raise DataError(
