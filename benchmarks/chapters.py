@@ -141,10 +141,33 @@ def names_from_command_line(
     valid = [*CHAPTERS, *others]
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument(
-        "chapters", nargs="*", metavar="CHAPTER", help=f"{', '.join(valid)}; default: all"
+        "chapters",
+        nargs="*",
+        metavar="CHAPTER",
+        help=f"{', '.join(valid)} (or a chapter's number, e.g. 004); default: all",
     )
     args = parser.parse_args(argv)
-    unknown = [c for c in args.chapters if c not in valid]
+    return chapter_ids(args.chapters, valid, parser) or None
+
+
+def chapter_ids(given: Iterable[str], valid: Iterable[str], parser) -> list[str]:
+    """The chapter ids that a benchmark's command line names: each a whole id
+    (``004_vgg16_fcn``) or its number (``004``), in the order given. The one rule for every
+    benchmark script (``run.py``, ``laptop.py`` and the per-chapter ones).
+
+    Args:
+        given: The names on the command line.
+        valid: The ids the script knows.
+        parser: The script's ``argparse`` parser, whose ``error`` reports unknown names.
+
+    Raises:
+        SystemExit: From ``parser.error``, on a name that is no id nor any id's number, with
+            the valid ids listed.
+    """
+    given, valid = list(given), list(valid)
+    by_number = {v.split("_", 1)[0]: v for v in valid if v.split("_", 1)[0].isdigit()}
+    found = [name if name in valid else by_number.get(name) for name in given]
+    unknown = [name for name, id_ in zip(given, found, strict=True) if id_ is None]
     if unknown:
         parser.error(f"unknown chapter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return args.chapters or None
+    return found

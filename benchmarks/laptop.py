@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chapters import chapter_ids
 from measure import measure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="the dataset folder (PH2 by default)")
     parser.add_argument("--dataset", help="the dataset's key when it is not the profile's ph2")
     parser.add_argument("--param", action="append", default=[], help="papermill -p, as k=v")
-    parser.add_argument("--chapters", nargs="*", help="chapter numbers, e.g. 000 001 (all)")
+    parser.add_argument("--chapters", nargs="*", help="chapter numbers or ids, e.g. 000 001 (all)")
     parser.add_argument("--out", default="runs/laptop-benchmark", help="where the runs go")
     parser.add_argument("--record", help="also write the table and parameters to this file")
     parser.add_argument(
@@ -283,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from lessons_lib.recipes import CHAPTERS
 
-    stems = [s for s in CHAPTERS if not args.chapters or s[:3] in args.chapters]
+    named = chapter_ids(args.chapters, CHAPTERS, parser) if args.chapters else CHAPTERS
+    stems = [s for s in CHAPTERS if s in named]
     params = dict(p.split("=", 1) for p in args.param)
     if args.seeds and "seed" in params:
         parser.error("--seeds and --param seed=... both set the seed: give one of them")

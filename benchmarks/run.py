@@ -12,8 +12,9 @@ chapter at its defaults, as a student's first run, against 3 minutes and 2 GiB
 (``bench_smoke.py``); ``measure.py`` gives any command's wall time and peak memory (the
 README's figures for ``make test``).
 
-``python benchmarks/run.py pipeline models --chapter 002_resnet34_unet`` runs only the named
-benchmarks (synth, prepare, score, pipeline, models, smoke) for only the named chapters.
+``python benchmarks/run.py pipeline models --chapter 002`` runs only the named benchmarks
+(synth, prepare, score, pipeline, models, smoke) for only the named chapters (an id such as
+``002_resnet34_unet`` or its number).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import importlib
 
+    from chapters import chapter_ids
     from table import print_table
 
     from lessons_lib.recipes import CHAPTERS
@@ -46,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         "--chapter",
         action="append",
         dest="chapters",
-        choices=list(CHAPTERS),
         metavar="CHAPTER",
-        help="a chapter id (repeatable) for the pipeline and model rows; default: every chapter",
+        help="a chapter id or number (repeatable) for the pipeline, model and smoke rows; "
+        "default: every chapter",
     )
     args = parser.parse_args(argv)
+    if args.chapters:
+        args.chapters = chapter_ids(args.chapters, CHAPTERS, parser)
     unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")

@@ -97,14 +97,46 @@ def test_a_benchmark_script_takes_chapter_ids_and_refuses_others(bench, capsys) 
         "000_lesionseg",
     ]
     assert bench.names_from_command_line(doc, ["notes"], others=["notes"]) == ["notes"]
+    # a chapter's number names it too, as in laptop.py and run.py (one rule: chapter_ids)
+    assert bench.names_from_command_line(doc, ["004", "001_cdnn29"]) == [
+        "004_vgg16_fcn",
+        "001_cdnn29",
+    ]
     with pytest.raises(SystemExit) as stop:
         bench.names_from_command_line(doc, ["001_cdnn29", "--help"])
     assert stop.value.code == 0 and "A benchmark." in capsys.readouterr().out
     with pytest.raises(SystemExit) as stop:
-        bench.names_from_command_line(doc, ["001", "notes"])
+        bench.names_from_command_line(doc, ["001", "005", "00", "notes"])
     error = capsys.readouterr().err
     assert stop.value.code == 2
-    assert "unknown chapter(s) 001, notes" in error and "valid: " + ", ".join(CHAPTERS) in error
+    assert "unknown chapter(s) 005, 00, notes" in error
+    assert "valid: " + ", ".join(CHAPTERS) in error
+
+
+def test_run_and_laptop_name_chapters_by_the_same_rule(tmp_path: Path, capsys) -> None:
+    """``run.py --chapter`` and ``laptop.py --chapters`` take an id or its number; a name that is
+    neither is an error listing the valid ids (laptop.py once ran no chapter at all, silently,
+    when given an id such as ``004_vgg16_fcn``)."""
+    laptop = load_benchmark("laptop")
+    calls = []
+
+    def run_chapter(stem, data_dir, dataset, params, out):
+        calls.append(stem)
+        return laptop.read_run(write_laptop_run(out / stem, 0.7, 0.65))
+
+    laptop.run_chapter = run_chapter
+    argv = ["--data-dir", str(tmp_path), "--out", str(tmp_path / "runs"), "--chapters"]
+    laptop.main([*argv, "004_vgg16_fcn", "000"])
+    assert calls == ["000_lesionseg", "004_vgg16_fcn"]  # in chapter order
+    with pytest.raises(SystemExit) as stop:
+        laptop.main([*argv, "4"])
+    assert stop.value.code == 2 and "unknown chapter(s) 4; valid: 000_lesionseg" in (
+        capsys.readouterr().err
+    )
+    run = load_benchmark("run")
+    with pytest.raises(SystemExit) as stop:
+        run.main(["nothing", "--chapter", "002", "--chapter", "two"])
+    assert stop.value.code == 2 and "unknown chapter(s) two" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
