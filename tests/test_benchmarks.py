@@ -367,6 +367,36 @@ def test_each_chapter_quotes_its_rows_of_the_laptop_record() -> None:
     assert laptop.table(list(summary.values())) in STAND_IN_RECORD.read_text()
 
 
+def test_the_readme_quotes_the_laptop_records_summary() -> None:
+    """README's laptop paragraph quotes the record's summary over seeds: each chapter's mean gap
+    ("+0.015 for chapter 000 ... -0.139 for 004"), how many splits, how often above the baseline
+    (for the chapter it says so of), and the reported runs' range of minutes."""
+    import re
+
+    laptop = load_benchmark("laptop")
+    rows = laptop.read_table(STAND_IN_RECORD.read_text())
+    summary = {s["chapter"][:3]: s for s in laptop.over_seeds(rows)}
+    readme = " ".join((BENCHMARKS.parent / "README.md").read_text().split())
+    start = readme.index("So far the laptop profile was measured")
+    text = readme[start : readme.index("PH2 itself is still to be measured", start)]
+    gaps = dict(
+        (number, float(gap))
+        for gap, number in re.findall(r"([+-]?\d\.\d{3}) for (?:chapter )?(\d{3})", text)
+    )
+    assert set(gaps) == set(summary), "the README gives a mean gap for every chapter, no other"
+    for number, gap in gaps.items():
+        assert gap == pytest.approx(summary[number]["mean gap"], abs=QUOTED), number
+    words = {2: "two", 3: "three"}
+    splits = sorted({len(s["seeds"].split()) for s in summary.values()})
+    assert f"averaged over {' or '.join(words[n] for n in splits)} splits" in text
+    for number, above in re.findall(r"for chapter (\d{3}) \(above it on (\w+) splits", text):
+        k, n = summary[number]["above the baseline"].split(" runs")[0].split(" of ")
+        assert above == words[int(k)], number
+    reported = [r["minutes"] for r in rows if (r["seed"], r["threads"]) == (0, 2)]
+    low, high = map(int, re.search(r"in (\d+) to (\d+) minutes", text).groups())
+    assert (low, high) == (int(min(reported)), round(max(reported))), (min(reported), max(reported))
+
+
 @pytest.mark.slow
 def test_the_gpu_check_runs_every_chapter_tiny_on_a_cpu(tmp_path: Path) -> None:
     """``make gpu-check``'s code path at tiny sizes on the CPU (issue #23): one row per chapter,
