@@ -260,7 +260,8 @@ def scratch_folder() -> Path | None:
 def pytest_configure(config: pytest.Config) -> None:
     """In the main process (the workers and the kernels they start inherit its environment):
     the temporary folder (:func:`scratch_folder`), a folder for this session, and
-    ``$LESSONS_RUNS`` inside it, so that no notebook a test runs writes to ``runs/``."""
+    ``$LESSONS_RUNS`` and ``$LESSONS_CACHE`` inside it, so that no notebook a test runs writes
+    to ``runs/`` or to the user's cache."""
     config.pluginmanager.register(NbvalRunsWeights(), "nbval-runs-weights")
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: the main process did it
         return
@@ -275,6 +276,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TMPDIR"] = tempfile.tempdir = str(shared / "tmp")
     os.environ["LESSONS_TEST_SHARED"] = str(shared)
     os.environ["LESSONS_RUNS"] = str(shared / "nbval_runs")  # nbval's kernels inherit it
+    # The course's cache (synthetic datasets, prepared images) of every notebook the session
+    # runs, inside its folder: the user's ~/.cache/lessons_lib is never written (each session
+    # left a prepared copy of its dry runs' data there), and every session starts as cold as a
+    # fresh machine's CI.
+    os.environ["LESSONS_CACHE"] = str(shared / "cache")
     hide_upstream_warnings(os.environ)  # as the book build does for its kernels
 
 

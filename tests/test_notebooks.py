@@ -109,6 +109,12 @@ def test_chapter_runs_under_papermill(path: Path, chapter_runs: dict[str, Path])
     record = json.loads((out / "metrics.json").read_text())
     assert record["chapter"] == path.stem
     assert record["profile"] == "smoke" and record["params"]["seed"] == 0
+    kind, settings = record["data_identity"].split(":", 1)
+    assert kind == "synthetic"
+    # generated in the session's cache (conftest): the user's ~/.cache/lessons_lib stays as it was
+    cache = Path(os.environ["LESSONS_CACHE"]).resolve()
+    assert cache.is_relative_to(Path(os.environ["LESSONS_TEST_SHARED"]).resolve())
+    assert (cache / "synthetic" / settings / "synth.json").is_file()
     assert record["results"], "the run recorded no evaluation"
     for result in record["results"]:
         metrics = result["metrics"]
