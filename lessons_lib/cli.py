@@ -1,4 +1,5 @@
-"""Command line: ``python -m lessons_lib data synth|prepare|check|download`` and ``... score``.
+"""Command line: ``python -m lessons_lib data synth|prepare|check|download|cache``, ``... score``
+and ``... predict``.
 
 A user's mistake (bad data, a read-only or full cache, a bad option value) is one
 ``error: ...`` line and exit status 2, never a traceback; Ctrl-C is one ``interrupted`` line and
@@ -70,6 +71,22 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from lessons_lib.atomic import cache_root
+    from lessons_lib.data.cache import describe, remove_unused, scan_cache
+
+    folders = scan_cache()
+    if not args.remove_unused:
+        print(describe(folders, cache_root()))
+        return 0
+    removed = remove_unused(folders)
+    for folder in removed:
+        print(f"removed {folder.path} ({folder.unused})")
+    freed = sum(f.n_bytes for f in removed) / 1e6
+    print(f"removed {len(removed)} unused prepared folder(s), {freed:,.1f} MB")
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
     from lessons_lib.metrics import main_score
 
@@ -131,6 +148,22 @@ def parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--split", choices=SPLITS, default=None)
         p.set_defaults(run=run)
+
+    p = dsub.add_parser(
+        "cache",
+        help="list the course's cache (prepared and synthetic datasets) and free its unused part",
+        description="List what the course's cache folder ($LESSONS_CACHE, or "
+        "~/.cache/lessons_lib) holds: each prepared dataset (dataset, source folder, size, seed) "
+        "and synthetic dataset with its size on disk. A prepared folder whose dataset folder is "
+        "gone, or that an earlier version of the course named otherwise, is marked UNUSED: no "
+        "run reads it again.",
+    )
+    p.add_argument(
+        "--remove-unused",
+        action="store_true",
+        help="delete the prepared folders marked UNUSED (nothing else)",
+    )
+    p.set_defaults(run=_cache)
 
     p = dsub.add_parser(
         "download",

@@ -10,6 +10,8 @@ Public API::
 
 Downloading (not imported here): ``lessons_lib.data.download.download(dataset, to, splits)``,
 the ``data download`` command: verified, resumable, unpacked into the publisher's layout.
+What the cache holds: ``lessons_lib.data.cache.scan_cache()``, the ``data cache`` command (and
+``--remove-unused`` for the prepared folders no run reads again).
 """
 
 from lessons_lib.data.check import check_dataset
