@@ -8,7 +8,8 @@ the one place it is set), keeping the ``torch`` and ``torchvision`` Colab alread
 with a pip constraints file, so that no dependency replaces Colab's CUDA build). Anywhere else
 (a laptop, CI, the book build) the cell does nothing.
 
-The cell is written from :func:`install_cell` into every chapter notebook by
+The cell is written from :func:`install_cell` into every chapter notebook (tagged
+``hide-input``: the book folds its source) by
 ``python -m lessons_lib.book.colab`` (``make recipes``; ``make lint`` checks it with
 ``--check``), like the parameters cell is written from the recipe: change the address in
 ``_config.yml``, run ``make recipes``, and every chapter follows.
@@ -33,6 +34,10 @@ NOTEBOOKS = REPO / "notebooks"
 CONFIG = REPO / "_config.yml"
 MARKER = "# Colab only"
 """How the cell begins: how :func:`sync` finds it."""
+TAG = "hide-input"
+"""The cell's tag: the book shows its source folded ("Show code cell source"), so that a
+chapter's page opens with the paper, not with installation machinery (Colab and JupyterLab
+show it as any cell)."""
 
 TEMPLATE = """\
 # Colab only (anywhere else this cell does nothing): install this course's library, lessons_lib,
@@ -109,7 +114,7 @@ def sync(notebooks: Path = NOTEBOOKS, config: Path = CONFIG, check: bool = False
         nb = nbformat.read(path, as_version=4)
         slot = _slot(nb)
         cell = nb.cells[slot] if slot < len(nb.cells) else None
-        if cell is not None and cell.source == wanted:
+        if cell is not None and cell.source == wanted and TAG in cell.metadata.get("tags", []):
             continue
         differing.append(path)
         if check:
@@ -118,7 +123,11 @@ def sync(notebooks: Path = NOTEBOOKS, config: Path = CONFIG, check: bool = False
             cell.source = wanted
         else:
             nb.cells = [c for c in nb.cells if not c.source.startswith(MARKER)]
-            nb.cells.insert(_slot(nb), nbformat.v4.new_code_cell(wanted))
+            cell = nbformat.v4.new_code_cell(wanted)
+            nb.cells.insert(_slot(nb), cell)
+        tags = cell.metadata.setdefault("tags", [])
+        if TAG not in tags:
+            tags.append(TAG)
         nbformat.write(nb, path)
     return differing
 

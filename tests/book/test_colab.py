@@ -34,6 +34,7 @@ def test_every_notebook_opens_with_the_install_cell() -> None:
         install = nb.cells[at + 1]  # right after the parameters, before any heading
         assert install.cell_type == "code" and install.source.startswith(colab.MARKER)
         assert f"git+{url}" in install.source, path.name
+        assert colab.TAG in install.metadata.tags, f"{path.name}: the book would unfold it"
 
 
 def test_sync_follows_the_configured_address(tmp_path: Path) -> None:
@@ -55,6 +56,14 @@ def test_sync_follows_the_configured_address(tmp_path: Path) -> None:
     cells = nbformat.read(notebooks / "t.ipynb", as_version=4).cells
     wanted = ["a = 1", colab.install_cell("https://example.org/a/b"), "## Setup", "x = 1"]
     assert [c.source for c in cells[1:]] == wanted
+    assert cells[2].metadata.tags == [colab.TAG]  # folded in the book
+    assert colab.sync(notebooks, config, check=True) == []
+    cells[2].metadata.tags = []  # the right source, but the book would show it unfolded
+    nb.cells = cells
+    nbformat.write(nb, notebooks / "t.ipynb")
+    assert colab.sync(notebooks, config, check=True) == [notebooks / "t.ipynb"]
+    colab.sync(notebooks, config)
+    assert nbformat.read(notebooks / "t.ipynb", as_version=4).cells[2].metadata.tags == [colab.TAG]
     assert colab.sync(notebooks, config, check=True) == []
     config.write_text("repository:\n  url: https://example.org/fork/b\n")
     assert colab.sync(notebooks, config, check=True) == [notebooks / "t.ipynb"]
