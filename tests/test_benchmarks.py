@@ -367,6 +367,36 @@ def test_each_chapter_quotes_its_rows_of_the_laptop_record() -> None:
     assert laptop.table(list(summary.values())) in STAND_IN_RECORD.read_text()
 
 
+def test_the_laptop_record_ran_the_recipes_laptop_values() -> None:
+    """Each chapter's parameters in the stand-in record (its runs' ``params.json``) are its
+    recipe's laptop profile of today, but for what the record's command gave (``--param``,
+    ``--dataset``, ``--data-dir``) and the run's own folder and seed: a laptop value changed in a
+    recipe without measuring it again fails here, before a chapter quotes another run's numbers
+    as its profile's."""
+    import json
+    import re
+
+    text = STAND_IN_RECORD.read_text()
+    commands = {
+        number: command
+        for command in re.findall(r"`python benchmarks/laptop\.py ([^`]*)`", text)
+        for number in re.findall(r"--chapters (\d{3})", command)
+    }
+    for chapter in CHAPTERS:
+        block = re.search(rf"`{chapter}`:\n```json\n(.*?)\n```", text, re.S)
+        assert block, f"{chapter}: no parameters in the record"
+        recorded = json.loads(block.group(1))
+        given = dict(re.findall(r"--param (\w+)=(\S+)", commands[chapter[:3]]))
+        given |= {"dataset": "folder", "data_dir": "<stand-in>", "out_dir": "<out>", "seed": 0}
+        profile = vars(get_recipe(chapter).profile("laptop"))
+        for name, value in recorded.items():
+            if name in given or name in ("chapter", "profile"):
+                continue
+            wanted = json.loads(json.dumps(profile[name]))  # as params.json holds it
+            assert value == wanted, f"{chapter}: the record ran {name}={value}, not {wanted}"
+        assert set(profile) - set(recorded) <= {"overwrite"} | set(given), chapter
+
+
 def test_the_readme_quotes_the_laptop_records_summary() -> None:
     """README's laptop paragraph quotes the record's summary over seeds: each chapter's mean gap
     ("+0.015 for chapter 000 ... -0.139 for 004"), how many splits, how often above the baseline
