@@ -21,7 +21,6 @@ them), not a folder the course did not name (``prepare --out``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from lessons_lib.atomic import cache_root
 from lessons_lib.data.layouts import split_by_seed
-from lessons_lib.data.prepare import MANIFEST, default_out
+from lessons_lib.data.prepare import MANIFEST, cache_stem, default_out
 
 
 @dataclass
@@ -80,18 +79,12 @@ def _prepared(path: Path) -> CacheFolder:
     about += f", split with seed {seed}" if split_by_seed(dataset) else ""
     about += f", the first {limit} images of each split (a dry run)" if limit else ""
     unused = None
-    digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
-    expected = default_name(root, dataset, size, limit, seed)
+    expected = default_out(root, dataset, size, limit, seed).name
     if not root.is_dir():
         unused = "its dataset folder is gone"
-    elif path.name != expected and path.name.startswith(f"{dataset}-{digest}-"):
+    elif path.name != expected and path.name.startswith(f"{cache_stem(root, dataset)}-"):
         unused = f"named by an earlier version of the course: runs now prepare {expected}"
     return CacheFolder(path, "prepared", folder_bytes(path), about, unused)
-
-
-def default_name(root: Path, dataset: str, size: int, limit: int | None, seed: int) -> str:
-    """The folder name a run of today prepares ``root`` into (:func:`default_out`'s)."""
-    return default_out(root, dataset, size, limit, seed).name
 
 
 def scan_cache(root: Path | str | None = None) -> list[CacheFolder]:

@@ -240,10 +240,15 @@ def default_out(
     images sit in other split folders under another seed, so runs of two seeds, at once or one
     after the other, each keep a cache of their own instead of rewriting one under the other.
     """
-    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
     seeded = f"-seed{seed}" if split_by_seed(dataset) else ""
     first = f"-first{limit}" if limit is not None else ""
-    return cache_dir() / "prepared" / f"{dataset}-{digest}-{size}{seeded}{first}"
+    return cache_dir() / "prepared" / f"{cache_stem(root, dataset)}-{size}{seeded}{first}"
+
+
+def cache_stem(root: Path, dataset: str) -> str:
+    """``<dataset>-<hash of root>``: how the name of every default cache folder of ``root``
+    begins, whatever its size, seed or limit (and in earlier versions of the course)."""
+    return f"{dataset}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]}"
 
 
 def _positive_int(name: str, value: object, unit: str) -> int:
