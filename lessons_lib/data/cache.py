@@ -63,8 +63,15 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
+REMOVING = ".removing"
+"""The suffix of a folder :func:`remove_unused` is deleting (``.<name>.removing``)."""
+
+
 def _prepared(path: Path) -> CacheFolder:
     """A folder of ``prepared/``: what its manifest says, and whether a run reads it again."""
+    if path.name.startswith(".") and path.name.endswith(REMOVING):
+        about = "a folder whose removal was cut short"
+        return CacheFolder(path, "prepared", folder_bytes(path), about, "its removal was cut short")
     try:
         manifest = json.loads((path / MANIFEST).read_text())
         dataset, root, size = manifest["dataset"], Path(manifest["root"]), int(manifest["size"])
@@ -129,10 +136,12 @@ def remove_unused(folders: list[CacheFolder]) -> list[CacheFolder]:
     for folder in folders:
         if folder.unused is None:
             continue
-        doomed = folder.path.with_name(f".{folder.path.name}.removing")
-        if doomed.exists():  # an earlier removal cut short
-            shutil.rmtree(doomed)
-        folder.path.rename(doomed)
+        doomed = folder.path
+        if not doomed.name.endswith(REMOVING):  # else: a removal cut short, finished now
+            doomed = folder.path.with_name(f".{folder.path.name}{REMOVING}")
+            if doomed.exists():  # an earlier removal of this name cut short
+                shutil.rmtree(doomed)
+            folder.path.rename(doomed)
         shutil.rmtree(doomed)
         removed.append(folder)
     return removed

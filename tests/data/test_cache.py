@@ -42,6 +42,8 @@ def test_the_cache_lists_its_datasets_and_removes_only_what_no_run_reads(
     (unfinished / "train" / "images").mkdir(parents=True)
     (unfinished / "train" / "images" / "a00.jpg").write_bytes(b"half")
     (cache / "synthetic" / "n4-seed0").mkdir(parents=True)
+    cut_short = cache / "prepared" / ".folder-0123456789-48-seed0.removing"  # a removal killed
+    shutil.copytree(used.path, cut_short)
 
     folders = {f.path.name: f for f in scan_cache()}
     assert set(folders) == {
@@ -52,9 +54,10 @@ def test_the_cache_lists_its_datasets_and_removes_only_what_no_run_reads(
         "mine",
         unfinished.name,
         "n4-seed0",
+        cut_short.name,
     }
     unused = {name for name, f in folders.items() if f.unused}
-    assert unused == {old_name.name, gone.path.name}
+    assert unused == {old_name.name, gone.path.name, cut_short.name}
     assert "earlier version" in folders[old_name.name].unused
     assert old.path.name in folders[old_name.name].unused  # the folder runs now use
     assert folders[gone.path.name].unused == "its dataset folder is gone"
@@ -67,14 +70,14 @@ def test_the_cache_lists_its_datasets_and_removes_only_what_no_run_reads(
 
     assert cli.main(["data", "cache"]) == 0
     listing = capsys.readouterr().out
-    assert f"cache: {cache}" in listing and "in 7 folders" in listing
-    assert sum("UNUSED" in line for line in listing.splitlines()) == 2
-    assert "2 prepared folder(s)" in listing and "--remove-unused" in listing
+    assert f"cache: {cache}" in listing and "in 8 folders" in listing
+    assert sum("UNUSED" in line for line in listing.splitlines()) == 3
+    assert "3 prepared folder(s)" in listing and "--remove-unused" in listing
 
     assert cli.main(["data", "cache", "--remove-unused"]) == 0
     out = capsys.readouterr().out
-    assert "removed 2 unused prepared folder(s)" in out
-    assert not old_name.exists() and not gone.path.exists()
+    assert "removed 3 unused prepared folder(s)" in out
+    assert not old_name.exists() and not gone.path.exists() and not cut_short.exists()
     for kept in (used.path, dry.path, mine.path, unfinished, cache / "synthetic" / "n4-seed0"):
         assert kept.is_dir(), kept
     assert not list((cache / "prepared").glob(".*")), "a hidden folder left behind"
