@@ -46,6 +46,7 @@ __all__ = [
     "clear_run_folder",
     "default_out",
     "environment",
+    "display_path",
     "get_data",
     "git_revision",
     "read_run_params",
@@ -65,6 +66,42 @@ def runs_dir() -> Path:
     if "LESSONS_RUNS" in os.environ:
         return Path(os.environ["LESSONS_RUNS"])
     return REPO / "runs" if (REPO / "pyproject.toml").is_file() else Path.cwd() / "runs"
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as a chapter prints it, without the name of the machine or user that ran it (an
+    executed chapter, and the book built from it, show the path to readers elsewhere):
+
+    * inside a folder set by ``$LESSONS_RUNS`` or ``$LESSONS_CACHE``: from that variable
+      (``$LESSONS_RUNS/000_lesionseg/smoke-synthetic/metrics.json``), a path a shell expands;
+    * inside the course's checkout: relative to it (``runs/000_lesionseg/smoke-synthetic``, as
+      the README names run folders);
+    * inside the home folder: from ``~`` (``~/.cache/lessons_lib/synthetic/...``);
+    * anything else (a relative path, a dataset elsewhere) as given.
+
+    Args:
+        path: A file or folder.
+
+    Returns:
+        The path to print.
+    """
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    for variable in ("LESSONS_RUNS", "LESSONS_CACHE"):
+        folder = os.environ.get(variable)
+        if folder and Path(folder).expanduser().is_absolute():
+            folder_path = Path(folder).expanduser()
+            if path.is_relative_to(folder_path):
+                return f"${variable}/{path.relative_to(folder_path).as_posix()}".removesuffix("/.")
+    if (REPO / "pyproject.toml").is_file() and path.is_relative_to(REPO):
+        return path.relative_to(REPO).as_posix()
+    home = Path.home()
+    if path == home:
+        return "~"
+    if path.is_relative_to(home) and home != Path(home.anchor):
+        return f"~/{path.relative_to(home).as_posix()}"
+    return str(path)
 
 
 def default_out(chapter: str, profile: str, dataset: str, dry_run: bool = False) -> Path:

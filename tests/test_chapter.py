@@ -718,3 +718,24 @@ def test_beside_baseline_prints_the_numbers_its_table_shows(
     assert "this chapter's mean JA 0.739 |" in line
     floor, gap = table.loc["classical baseline", "mean JA"], table.loc["gap", "mean JA"]
     assert f"classical baseline {floor:.3f} " in line and f"gap {gap:+.3f} " in line
+
+
+def test_display_path_hides_the_machine_but_keeps_a_usable_path(tmp_path: Path, monkeypatch):
+    runs, cache, home = tmp_path / "runs", tmp_path / "cache", tmp_path / "home"
+    monkeypatch.setenv("LESSONS_RUNS", str(runs))
+    monkeypatch.setenv("LESSONS_CACHE", str(cache))
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    show = chapter.display_path
+    assert (
+        show(runs / "000_lesionseg" / "metrics.json") == "$LESSONS_RUNS/000_lesionseg/metrics.json"
+    )
+    assert show(runs) == "$LESSONS_RUNS"
+    assert show(cache / "prepared" / "x") == "$LESSONS_CACHE/prepared/x"
+    assert show(tmp_path / "runsx" / "a") == str(tmp_path / "runsx" / "a")  # a name, not a prefix
+    assert show(chapter.REPO / "runs" / "a.json") == "runs/a.json"
+    assert show(home / ".cache" / "lessons_lib") == "~/.cache/lessons_lib"
+    assert show(home) == "~"
+    assert show("data/PH2") == "data/PH2"
+    assert show("/data/PH2") == "/data/PH2"
+    monkeypatch.delenv("LESSONS_RUNS")
+    assert show(runs / "a") == str(runs / "a")

@@ -118,6 +118,28 @@ def test_no_page_shows_an_error(html):
     assert not problems, "\n".join(problems)
 
 
+def test_no_page_shows_the_paths_of_the_machine_that_built_it(html, chapter_runs):
+    """Outputs name run folders and caches the way :func:`lessons_lib.chapter.display_path`
+    prints them (``$LESSONS_RUNS/...``, ``runs/...``, ``~/...``), never the builder's own
+    folders: a reader's book would otherwise show where one machine kept its files."""
+    machine = {
+        "the runs folder": str(chapter_runs["runs"]),
+        "the cache folder": os.environ["LESSONS_CACHE"],
+        "the checkout": str(REPO),
+        "the home folder": f"{Path.home()}/",
+    }
+    shown = []
+    for page in pages(html):
+        soup = bs4.BeautifulSoup(page.read_text(), "html.parser")
+        outputs = " ".join(node.get_text() for node in soup.select(".cell_output"))
+        shown += [
+            f"{page.relative_to(html)}: {what} ({path})"
+            for what, path in machine.items()
+            if path in outputs
+        ]
+    assert not shown, "pages print the builder's paths:\n" + "\n".join(shown)
+
+
 def test_internal_links_resolve(html):
     ids: dict[Path, set[str]] = {}
 
