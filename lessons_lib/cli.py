@@ -3,12 +3,14 @@ and ``... predict``.
 
 A user's mistake (bad data, a read-only or full cache, a bad option value) is one
 ``error: ...`` line and exit status 2, never a traceback; Ctrl-C is one ``interrupted`` line and
-exit status 130.
+exit status 130; output piped to a reader that stops early (``data cache | head``) ends the
+command quietly with status 141, as a shell reports a program stopped by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -232,11 +234,19 @@ def main(argv: list[str] | None = None) -> int:
 
     A :class:`DataError` (bad data, or a cache folder that cannot be written) is printed as
     ``error: ...`` without a traceback and returns 2; Ctrl-C prints ``interrupted`` and
-    returns 130 (the shell's code for SIGINT), after the worker processes have stopped.
+    returns 130 (the shell's code for SIGINT), after the worker processes have stopped; a
+    closed pipe on standard output returns 141 (128 + SIGPIPE) without a traceback.
     """
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a closed pipe fails here, not at exit where it cannot be caught
+        return status
+    except BrokenPipeError:
+        # The reader stopped reading (``| head``). Python's documented way out (the signal
+        # module's "Note on SIGPIPE"): point stdout at devnull so the flush at exit is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,17 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert (
         proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
     )
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """``data cache | head``: the pipe is closed before the command writes; it ends quietly."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lessons_lib", "data", "cache"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "LESSONS_CACHE": str(tmp_path)},
+    )
+    proc.stdout.close()  # long before the interpreter has imported the library and printed
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
